@@ -1,0 +1,145 @@
+"""The ``gossipml`` command: ``run`` an experiment on this machine, or be one ``peer`` of it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(prog="gossipml", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    run = verbs.add_parser("run", help="start every peer of an experiment on this machine")
+    run.add_argument("experiment", nargs="?", help="experiment TOML (default: 8 peers, ring, digits)")
+    run.add_argument("--out", help="results folder (default: runs/<name>-<time>)")
+    run.add_argument("--peers", type=int, help="override [run] n_peers")
+    run.add_argument("--rounds", type=int, help="override [peer] rounds")
+    run.add_argument("--quiet", action="store_true", help="no live progress")
+
+    peer = verbs.add_parser("peer", help="run one peer (what each host of a multi-host run starts)")
+    peer.add_argument("experiment", nargs="?", help="experiment TOML or a run folder's config.json")
+    peer.add_argument("--peers", required=True, help="peer file: ids, addresses, devices")
+    peer.add_argument("--id", type=int, required=True, help="this peer's id in the peer file")
+    peer.add_argument("--events", help="JSONL event file (default: events/peer-<id>.jsonl)")
+    peer.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of ``python -m gossipml``."""
+    args = build_parser().parse_args(argv)
+    from gossipml.config import ConfigError
+
+    try:
+        if args.verb == "run":
+            return _cmd_run(args)
+        if args.verb == "peer":
+            return _cmd_peer(args)
+    except ConfigError as exc:
+        print(f"gossipml: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gossipml.config import load_experiment
+    from gossipml.runner import run_local
+
+    cfg = load_experiment(args.experiment)
+    if args.peers is not None:
+        cfg = cfg.replace(run={"n_peers": args.peers})
+    if args.rounds is not None:
+        cfg = cfg.replace(peer={"rounds": args.rounds})
+    out = Path(args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    console = _console()
+    console.print(f"[bold]gossipml run[/bold] {cfg.name}: {cfg.run.n_peers} peers, "
+                  f"{cfg.topology.kind} topology, {cfg.data.dataset}, codec {cfg.codec.spec}, "
+                  f"pacing {cfg.pacing.mode}, {cfg.peer.rounds} rounds -> {out}")
+    progress = None if args.quiet else _progress_printer(console, cfg.peer.rounds)
+    result = run_local(cfg, out, on_progress=progress)
+    _print_summary(console, result.summary)
+    if not result.ok:
+        console.print(f"[red]failed peers: {result.summary['failed_peers']}[/red] "
+                      f"(logs in {out / 'logs'})")
+        return 1
+    return 0
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _progress_printer(console: Any, rounds: int):
+    def show(rows: list[dict[str, Any]], elapsed_s: float) -> None:
+        done = [r.get("round", -1) + 1 for r in rows]
+        accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+        acc = f"mean acc {sum(accs) / len(accs):.3f}" if accs else "acc -"
+        console.print(f"  {elapsed_s:6.1f}s  rounds {min(done)}-{max(done)}/{rounds}  {acc}")
+    return show
+
+
+def _print_summary(console: Any, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="gossipml summary")
+    for col in ("peer", "accuracy", "rounds", "sent MiB", "recv MiB", "rejected", "status"):
+        table.add_column(col, justify="right")
+    failed = set(summary["failed_peers"])
+    for p in summary["peers"]:
+        acc = p["final_accuracy"]
+        table.add_row(str(p["id"]), "-" if acc is None else f"{acc:.3f}", str(p["rounds"]),
+                      f"{p['bytes_sent'] / 2**20:.2f}", f"{p['bytes_received'] / 2**20:.2f}",
+                      str(p["rejected"]), "[red]failed[/red]" if p["id"] in failed else "ok")
+    console.print(table)
+    mean = summary["mean_accuracy"]
+    console.print(f"mean accuracy {'-' if mean is None else f'{mean:.4f}'}  "
+                  f"wall {summary['wall_s']:.1f}s  spectral gap {summary.get('spectral_gap')}  "
+                  f"results {summary.get('out_dir')}")
+
+
+def _cmd_peer(args: argparse.Namespace) -> int:
+    import torch
+
+    from gossipml.config import load_experiment
+    from gossipml.peer import Peer
+    from gossipml.peersfile import load_peers
+    from gossipml.tasks import build_task
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format=f"%(asctime)s peer {args.id} %(levelname)s %(name)s: %(message)s")
+    cfg = load_experiment(args.experiment)
+    torch.set_num_threads(cfg.run.torch_threads)
+    entries = load_peers(args.peers)
+    if not 0 <= args.id < len(entries):
+        print(f"gossipml peer: --id {args.id} is not in {args.peers} (ids 0..{len(entries) - 1})",
+              file=sys.stderr)
+        return 2
+    me = entries[args.id]
+    task_cfg = cfg.task if me.device is None else _with_device(cfg.task, me.device)
+    torch.manual_seed(cfg.run.seed + args.id)
+    task = build_task(task_cfg, cfg.data, args.id, len(entries), cfg.run.seed)
+    events = args.events or f"events/peer-{args.id}.jsonl"
+    with Peer(task.model, cfg, id=args.id, peers={e.id: e.address for e in entries},
+              bind=me.bind, num_samples=task.num_samples, events_path=events) as peer:
+        peer.run(task)
+    return 0
+
+
+def _with_device(task_cfg: Any, device: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(task_cfg, device=device)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""What a peer knows about its neighbours: their newest models, clocks and when it heard them.
+
+The communication thread writes (``put``, ``heard``); the training thread reads and waits. One
+lock and one condition guard everything; every wait has a timeout. Only the newest model per
+sender is kept, so memory is bounded by the number of neighbours, not by rounds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+__all__ = ["Arrival", "Mailbox"]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One neighbour model as received and decoded."""
+
+    sender: int
+    round: int
+    params: Mapping[str, torch.Tensor]
+    info: Mapping[str, Any]
+    arrived_s: float
+    seq: int  # global arrival order
+    merged: bool = False
+
+
+@dataclass
+class _State:
+    models: dict[int, Arrival] = field(default_factory=dict)
+    clocks: dict[int, int] = field(default_factory=dict)
+    last_heard_s: dict[int, float] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+
+
+class Mailbox:
+    """Thread-safe newest-model-per-sender store with clocks, liveness and bounded waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._s = _State()
+        self._seq = itertools.count()
+
+    def put(self, sender: int, round_: int, params: Mapping[str, torch.Tensor],
+            info: Mapping[str, Any]) -> bool:
+        """Store a model unless an equal-or-newer one from ``sender`` is held; True if stored."""
+        now = time.monotonic()
+        with self._cond:
+            self._note(sender, round_, now)
+            held = self._s.models.get(sender)
+            if held is not None and held.round > round_:
+                return False
+            self._s.models[sender] = Arrival(sender, round_, params, dict(info), now,
+                                             next(self._seq))
+            self._cond.notify_all()
+            return True
+
+    def heard(self, sender: int, clock: int, *, done: bool = False) -> None:
+        """Record a heartbeat: the sender's clock, that it is alive, and whether it finished."""
+        with self._cond:
+            self._note(sender, clock, time.monotonic())
+            if done:
+                self._s.done.add(sender)
+            else:
+                self._s.done.discard(sender)
+            self._cond.notify_all()
+
+    def _note(self, sender: int, clock: int, now: float) -> None:
+        self._s.clocks[sender] = max(clock, self._s.clocks.get(sender, -1))
+        self._s.last_heard_s[sender] = now
+
+    def mark_merged(self, senders: Mapping[int, int]) -> None:
+        """Flag the held models of ``senders`` (at those rounds) as merged."""
+        with self._cond:
+            for sender, round_ in senders.items():
+                held = self._s.models.get(sender)
+                if held is not None and held.round == round_ and held.seq >= 0:
+                    self._s.models[sender] = Arrival(held.sender, held.round, held.params,
+                                                     held.info, held.arrived_s, held.seq, True)
+
+    def snapshot(self) -> tuple[dict[int, Arrival], dict[int, int], dict[int, float], set[int]]:
+        """A consistent copy of (models, clocks, last_heard_s, done)."""
+        with self._cond:
+            return (dict(self._s.models), dict(self._s.clocks), dict(self._s.last_heard_s),
+                    set(self._s.done))
+
+    def wait(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``predicate()`` (evaluated under the lock) holds or ``timeout_s`` passes."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout=max(0.0, timeout_s))
+
+    def notify(self) -> None:
+        """Wake every waiter (after an outside change, e.g. a neighbour declared dead)."""
+        with self._cond:
+            self._cond.notify_all()

@@ -1,0 +1,303 @@
+"""One peer: a model, its neighbours, and the loop that trains, sends, waits and merges.
+
+Embed it in your own training loop::
+
+    with Peer(model, config, id=0, peers={0: "tcp://10.0.0.1:5555", 1: "tcp://10.0.0.2:5555"}) as peer:
+        for x, y in loader:
+            loss = loss_fn(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+            peer.step()  # every `peer.interval_steps` calls: send, wait per pacing, merge
+
+or hand it a task and let it run the whole loop: ``peer.run(task)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any, Mapping
+
+import torch
+import zmq
+
+from gossipml.aggregation import build_aggregator, check_model
+from gossipml.aggregation.base import Contribution
+from gossipml.codecs import build_codec, decode_model, encode_model
+from gossipml.codecs.base import CodecError
+from gossipml.config import ExperimentConfig
+from gossipml.events import EventLog
+from gossipml.mailbox import Mailbox
+from gossipml.pacing import PaceView, build_pacing
+from gossipml.snapshot import SnapshotPool
+from gossipml.topology import build_topology
+from gossipml.transport import Outgoing, Transport
+from gossipml.wire import Message, WireError, pack, unpack
+
+__all__ = ["Peer", "exchanged_state", "bind_address"]
+
+log = logging.getLogger("gossipml.peer")
+
+
+def exchanged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a peer exchanges: every floating-point entry of the model's state dict."""
+    return {k: v for k, v in model.state_dict(keep_vars=False).items()
+            if torch.is_floating_point(v)}
+
+
+def bind_address(address: str) -> str:
+    """Where to bind for an advertised address: as given for IPs/localhost/ipc, ``*`` otherwise."""
+    if not address.startswith("tcp://"):
+        return address
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    is_ip = host.replace(".", "").isdigit() or host.startswith("[") or host in ("localhost", "*")
+    return address if is_ip else f"tcp://*:{port}"
+
+
+class Peer:
+    """A gossip-learning peer: owns a transport, a mailbox and the policies of its config."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ExperimentConfig | None = None,
+        *,
+        id: int,
+        peers: Mapping[int, str],
+        bind: str | None = None,
+        num_samples: int = 0,
+        events_path: str | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.config = config or ExperimentConfig()
+        if sorted(peers) != list(range(len(peers))):
+            raise ValueError(f"peer ids must be 0..n-1, got {sorted(peers)}")
+        if id not in peers:
+            raise ValueError(f"id {id} is not in peers {sorted(peers)}")
+        self.id, self.peers, self.model = id, dict(peers), model
+        self.num_samples = num_samples
+        self.n_peers = len(peers)
+        cfg = self.config
+        self.topology = build_topology(cfg.topology, self.n_peers)
+        self.pacing = build_pacing(cfg.pacing)
+        self.codec = build_codec(cfg.codec)
+        self.aggregator = build_aggregator(cfg.aggregation)
+        self.interval_steps = cfg.peer.interval_steps
+        params = exchanged_state(model)
+        self._device = next(iter(params.values())).device if params else torch.device("cpu")
+        self._expected = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape))
+                          for k, v in params.items()}
+        self._pool = SnapshotPool(params, device=self._device)
+        self._codec_state: Any = None
+        self.mailbox = Mailbox()
+        self.events = EventLog(events_path, id)
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.clock = 0
+        self.local_steps = 0
+        self._done = False
+        self._last_heartbeat_s = 0.0
+        self._neighbor_ids = self._all_neighbors()
+        self.transport = Transport(
+            id, bind or bind_address(peers[id]),
+            {j: peers[j] for j in self._neighbor_ids}, cfg.transport, self._on_frames,
+            context=context, on_tick=self._tick,
+        )
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def __enter__(self) -> "Peer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> "Peer":
+        """Bind and start the communication thread."""
+        self.transport.start()
+        return self
+
+    @property
+    def address(self) -> str:
+        """The bound endpoint (real port when bound to port 0)."""
+        return self.transport.address
+
+    def close(self) -> None:
+        """Tell neighbours this peer is done, flush within the linger time, stop the thread."""
+        if not self._done:
+            self._done = True
+            self._send_heartbeat()
+        self.transport.close()
+        self.events.close()
+
+    def wait_for_neighbors(self, timeout_s: float | None = None) -> set[int]:
+        """Wait (bounded) until every neighbour has been heard from; returns those not heard."""
+        timeout_s = self.config.peer.startup_timeout_s if timeout_s is None else timeout_s
+        want = set(self._neighbor_ids)
+        self.mailbox.wait(lambda: want <= set(self.mailbox.snapshot()[2]), timeout_s)
+        missing = want - set(self.mailbox.snapshot()[2])
+        if missing:
+            log.warning("peer %d: not heard from %s after %.1f s; going on", self.id,
+                        sorted(missing), timeout_s)
+        self.events.emit("start", missing=sorted(missing), neighbors=sorted(want))
+        return missing
+
+    # ---- the training side --------------------------------------------------------------
+    def run(self, task: Any, rounds: int | None = None) -> dict[str, Any]:
+        """The whole loop for a task (``train_step()``, ``evaluate()``): see :func:`run_task`."""
+        from gossipml.loop import run_task
+
+        return run_task(self, task, rounds)
+
+    def step(self) -> dict[str, Any] | None:
+        """Count one local step; every ``interval_steps`` steps exchange and merge (one round)."""
+        self.local_steps += 1
+        if self.local_steps % self.interval_steps:
+            return None
+        return self.exchange()
+
+    def exchange(self) -> dict[str, Any]:
+        """One round: publish the model, wait as the pacing says, merge what it picked."""
+        r = self.clock
+        dests = self.topology.out_neighbors(self.id, r)
+        self._publish(r, dests)
+        decision, wait_s = self._pace(r)
+        merged, staleness = self._merge(decision.merge, r)
+        self.clock += 1
+        return {"round": r, "merged": merged, "staleness": staleness,
+                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4)}
+
+    def _publish(self, r: int, dests: tuple[int, ...]) -> None:
+        snap = self._pool.publish(exchanged_state(self.model), r)
+        if snap is None:
+            self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
+            return
+        info = {"num_samples": int(self.num_samples)}
+
+        def make_frames() -> list:
+            items, self._codec_state = encode_model(snap.tensors, self.codec, self._codec_state)
+            return pack(Message(kind="model", sender=self.id, round=r, tensors=tuple(items),
+                                info=info))
+
+        self.transport.submit(Outgoing(tuple(dests), make_frames,
+                                       on_done=lambda: self._pool.release(snap)))
+
+    def _view(self, r: int, since_s: float) -> PaceView:
+        models, clocks, heard, done = self.mailbox.snapshot()
+        now = time.monotonic()
+        dead_after = self.config.pacing.dead_after_s
+        dead = {j for j, t in heard.items() if now - t > dead_after} | done
+        dead |= {j for j in self._neighbor_ids if j not in heard and now - since_s > dead_after}
+        expected = tuple(j for j in self.topology.in_neighbors(self.id, r))
+        return PaceView(
+            clock=r, now_s=now, waiting_since_s=since_s, expected=expected,
+            arrived_rounds={j: a.round for j, a in models.items()},
+            known_clocks=clocks, dead=frozenset(dead),
+        )
+
+    def _pace(self, r: int):
+        start = time.monotonic()
+        hard_limit_s = self.config.pacing.timeout_s + 1.0
+        decision = None
+
+        def ready() -> bool:
+            nonlocal decision
+            decision = self.pacing.decide(self._view(r, start))
+            return decision.proceed
+
+        while not self.mailbox.wait(ready, 0.05):
+            if time.monotonic() - start > hard_limit_s:  # the policy never said go: go anyway
+                log.warning("peer %d: round %d forced on after %.1f s", self.id, r, hard_limit_s)
+                break
+        return decision, time.monotonic() - start
+
+    def _merge(self, senders: tuple[int, ...], r: int) -> tuple[list[int], list[int]]:
+        models = self.mailbox.snapshot()[0]
+        weights = self.topology.mixing_weights(self.id, r)
+        contribs = [
+            Contribution(sender=j, round=models[j].round, params=models[j].params,
+                         weight=float(weights.get(j, 1.0 / (len(senders) + 1))),
+                         num_samples=int(models[j].info.get("num_samples", 0)))
+            for j in senders if j in models
+        ]
+        if not contribs:
+            return [], []
+        own = exchanged_state(self.model)
+        new = self.aggregator.aggregate(own, contribs, float(weights.get(self.id, 0.5)))
+        with torch.no_grad():
+            for name, tensor in new.items():
+                own[name].copy_(tensor)
+        self.mailbox.mark_merged({c.sender: c.round for c in contribs})
+        return [c.sender for c in contribs], [r - c.round for c in contribs]
+
+    # ---- the communication thread -------------------------------------------------------
+    def _on_frames(self, sender_hint: int | None, frames: list) -> None:
+        if not frames:
+            return self._reject(sender_hint, "too_large", "message over max_message_bytes")
+        try:
+            msg = unpack([f.buffer for f in frames],
+                         max_message_bytes=self.config.transport.max_message_bytes,
+                         expected=self._expected)
+        except WireError as exc:
+            return self._reject(sender_hint, exc.reason, str(exc))
+        if sender_hint is not None and msg.sender != sender_hint:
+            return self._reject(sender_hint, "sender_mismatch",
+                                f"header says {msg.sender}, socket says {sender_hint}")
+        if msg.sender not in self.peers or msg.sender == self.id:
+            return self._reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
+        if msg.kind == "heartbeat":
+            self.mailbox.heard(msg.sender, msg.round, done=bool(msg.info.get("done", False)))
+        elif msg.kind == "model":
+            self._accept_model(msg)
+        else:
+            self._reject(msg.sender, "unexpected_kind", f"kind {msg.kind!r}")
+
+    def _accept_model(self, msg: Message) -> None:
+        names = {name for name, _ in msg.tensors}
+        if names != set(self._expected):
+            missing = sorted(set(self._expected) - names)
+            return self._reject(msg.sender, "missing_tensor", f"missing {missing[:3]}")
+        try:
+            params = decode_model(msg.tensors, self._device)
+        except CodecError as exc:
+            return self._reject(msg.sender, "bad_payload", str(exc))
+        reason = check_model(params, exchanged_state(self.model))
+        if reason is not None:
+            return self._reject(msg.sender, "bad_model", reason)
+        self.mailbox.put(msg.sender, msg.round, params, msg.info)
+
+    def _reject(self, sender: int | None, reason: str, detail: str = "") -> None:
+        self.rejected[reason] += 1
+        log.warning("peer %d: rejected a message from %s: %s (%s)", self.id, sender, reason,
+                    detail[:200])
+        self.events.emit("rejected", sender=sender, reason=reason, detail=detail[:200])
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        interval = self.config.transport.heartbeat_interval_s
+        if self.clock == 0 and self.local_steps == 0:
+            interval = min(interval, 0.1)  # start-up: find the neighbours quickly
+        if now - self._last_heartbeat_s >= interval:
+            self._send_heartbeat()
+
+    def _send_heartbeat(self) -> None:
+        self._last_heartbeat_s = time.monotonic()
+        msg = Message(kind="heartbeat", sender=self.id, round=self.clock,
+                      info={"done": self._done})
+        self.transport.submit(Outgoing(tuple(self._neighbor_ids), lambda: pack(msg)))
+
+    def _all_neighbors(self) -> tuple[int, ...]:
+        if getattr(self.topology, "is_static", True):
+            ids = set(self.topology.out_neighbors(self.id, 0))
+            ids |= set(self.topology.in_neighbors(self.id, 0))
+        else:
+            ids = set(self.peers)
+        ids.discard(self.id)
+        return tuple(sorted(ids))
+
+    # ---- stats --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Bytes and messages sent/received, rejections by reason, skipped sends."""
+        s = self.transport.stats
+        return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+                "messages_sent": s.messages_sent, "messages_received": s.messages_received,
+                "send_dropped": s.send_dropped, "rejected": sum(self.rejected.values()),
+                "rejected_by_reason": dict(self.rejected), "send_skipped": self._pool.skipped}

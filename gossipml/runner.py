@@ -1,0 +1,152 @@
+"""``gossipml run``: start every peer of an experiment on this machine and report.
+
+One process per peer over tcp loopback (free ports found by binding port 0), each running
+``gossipml peer``. The runner watches their event streams for live progress, enforces an overall
+deadline (every child is killed past it), and writes the run folder: resolved config, peer file,
+per-peer events and logs, ``summary.json`` and ``accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gossipml.config import ExperimentConfig
+from gossipml.events import read_events
+from gossipml.peersfile import PeerEntry, write_peers
+from gossipml.results import events_path, plot_accuracy, summarize, write_summary
+
+__all__ = ["RunResult", "free_ports", "run_local", "child_env"]
+
+
+@dataclass
+class RunResult:
+    """What a finished local run left: its folder, summary, and each child's exit code."""
+
+    out_dir: Path
+    summary: dict[str, Any]
+    returncodes: dict[int, int | None] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every peer finished."""
+        return not self.summary["failed_peers"]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free right now on ``host`` (held open together, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def child_env(torch_threads: int) -> dict[str, str]:
+    """Environment for a peer process: one (or the configured) thread per BLAS/OpenMP pool."""
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[key] = str(torch_threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _start_children(cfg: ExperimentConfig, out: Path, n: int) -> dict[int, subprocess.Popen]:
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for i in range(n):
+        cmd = [sys.executable, "-m", "gossipml", "peer", "--peers", str(out / "peers.toml"),
+               "--id", str(i), "--events", str(events_path(out, i)), str(out / "config.json")]
+        with open(out / "logs" / f"peer-{i}.log", "wb") as logf:
+            procs[i] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=child_env(cfg.run.torch_threads),
+                                        start_new_session=True)
+    return procs
+
+
+def _kill_all(procs: dict[int, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                p.kill()
+    for p in procs.values():
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def progress_rows(out: Path, n: int) -> list[dict[str, Any]]:
+    """The newest round event of each peer (for live progress)."""
+    rows = []
+    for i in range(n):
+        rounds = [e for e in read_events(events_path(out, i)) if e["event"] in ("round", "final")]
+        rows.append(rounds[-1] if rounds else {"peer": i})
+    return rows
+
+
+def run_local(cfg: ExperimentConfig, out: Path, *,
+              on_progress: Callable[[list[dict[str, Any]], float], None] | None = None,
+              progress_interval_s: float = 1.0,
+              kill_after_s: dict[int, float] | None = None) -> RunResult:
+    """Run every peer as a process on this machine; never outlives ``cfg.run.deadline_s``.
+
+    ``kill_after_s`` SIGKILLs chosen peers after that many seconds (to test a dead peer).
+    """
+    n = cfg.run.n_peers
+    out.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(n)
+    write_peers(out / "peers.toml",
+                [PeerEntry(i, f"tcp://127.0.0.1:{p}") for i, p in enumerate(ports)])
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    t0 = time.monotonic()
+    procs = _start_children(cfg, out, n)
+    killed: set[int] = set()
+    last_progress = 0.0
+    try:
+        while any(p.poll() is None for p in procs.values()):
+            elapsed = time.monotonic() - t0
+            if elapsed > cfg.run.deadline_s:
+                break
+            for pid, after in (kill_after_s or {}).items():
+                if elapsed >= after and pid not in killed and procs[pid].poll() is None:
+                    os.killpg(procs[pid].pid, signal.SIGKILL)
+                    killed.add(pid)
+            if on_progress is not None and elapsed - last_progress >= progress_interval_s:
+                last_progress = elapsed
+                on_progress(progress_rows(out, n), elapsed)
+            time.sleep(0.1)
+    finally:
+        _kill_all(procs)
+    wall_s = time.monotonic() - t0
+    codes = {i: p.returncode for i, p in procs.items()}
+    failed = [i for i, c in codes.items() if c != 0]
+    summary = summarize(out, n, wall_s=wall_s, failed=failed, extra=_extra(cfg, out, wall_s))
+    write_summary(out, summary)
+    plot_accuracy(out, n, title=f"{cfg.name}: {n} peers, {cfg.topology.kind}")
+    return RunResult(out, summary, codes)
+
+
+def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:
+    from gossipml.topology import build_topology
+
+    topo = build_topology(cfg.topology, cfg.run.n_peers)
+    gap = topo.spectral_gap()
+    return {"experiment": cfg.name, "topology": cfg.topology.kind,
+            "spectral_gap": None if gap is None else round(float(gap), 6),
+            "deadline_hit": wall_s > cfg.run.deadline_s, "out_dir": str(out)}
