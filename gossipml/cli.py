@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peers", type=int, help="override [run] n_peers")
     run.add_argument("--rounds", type=int, help="override [peer] rounds")
     run.add_argument("--quiet", action="store_true", help="no live progress")
+    run.add_argument("--kill", action="append", default=[], metavar="ID@SECONDS",
+                     help="failure drill: SIGKILL peer ID that many seconds after the start")
 
     peer = verbs.add_parser("peer", help="run one peer (what each host of a multi-host run starts)")
     peer.add_argument("experiment", nargs="?", help="experiment TOML or a run folder's config.json")
@@ -64,13 +66,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"{cfg.topology.kind} topology, {cfg.data.dataset}, codec {cfg.codec.spec}, "
                   f"pacing {cfg.pacing.mode}, {cfg.peer.rounds} rounds -> {out}")
     progress = None if args.quiet else _progress_printer(console, cfg.peer.rounds)
-    result = run_local(cfg, out, on_progress=progress)
+    result = run_local(cfg, out, on_progress=progress, kill_after_s=_parse_kills(args.kill))
     _print_summary(console, result.summary)
     if not result.ok:
         console.print(f"[red]failed peers: {result.summary['failed_peers']}[/red] "
                       f"(logs in {out / 'logs'})")
         return 1
     return 0
+
+
+def _parse_kills(specs: list[str]) -> dict[int, float]:
+    from gossipml.config import ConfigError
+
+    kills = {}
+    for spec in specs:
+        pid, _, secs = spec.partition("@")
+        try:
+            kills[int(pid)] = float(secs)
+        except ValueError:
+            raise ConfigError(f"--kill takes ID@SECONDS such as 3@10, got {spec!r}") from None
+    return kills
 
 
 def _console() -> Any:

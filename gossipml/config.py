@@ -24,6 +24,7 @@ from gossipml.aggregation import AggregationConfig
 from gossipml.codecs import CodecConfig
 from gossipml.data import DataConfig
 from gossipml.pacing import PacingConfig
+from gossipml.settings import ConfigError, PeerConfig, RunConfig, TransportConfig
 from gossipml.tasks import TaskConfig
 from gossipml.topology import TopologyConfig
 
@@ -36,83 +37,6 @@ __all__ = [
     "load_experiment",
     "default_experiment_path",
 ]
-
-
-class ConfigError(ValueError):
-    """An experiment file or table is malformed; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class PeerConfig:
-    """How one peer runs its loop: rounds, local steps between exchanges, evaluation, waits."""
-
-    rounds: int = 30
-    interval_steps: int = 10  # local optimizer steps between two exchanges (H)
-    content: str = "params"  # "params" or "delta" (CHOCO-style change since the last exchange)
-    eval_every_rounds: int = 5
-    startup_timeout_s: float = 30.0  # wait this long for in-neighbours to say hello
-    compute_slowdown: float = 1.0  # emulate a slow peer: sleep (factor - 1) x step time
-    slow_peers: tuple[int, ...] = ()  # ids the slowdown applies to (empty: all peers)
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"[peer] rounds must be >= 1, got {self.rounds}")
-        if self.interval_steps < 1:
-            raise ConfigError(f"[peer] interval_steps must be >= 1, got {self.interval_steps}")
-        if self.content not in ("params", "delta"):
-            raise ConfigError(f"[peer] content must be 'params' or 'delta', got {self.content!r}")
-        if self.eval_every_rounds < 1:
-            raise ConfigError("[peer] eval_every_rounds must be >= 1")
-        if self.startup_timeout_s <= 0:
-            raise ConfigError("[peer] startup_timeout_s must be > 0")
-        if self.compute_slowdown < 1.0:
-            raise ConfigError("[peer] compute_slowdown must be >= 1.0 (1.0 = full speed)")
-        object.__setattr__(self, "slow_peers", tuple(int(p) for p in self.slow_peers))
-
-
-@dataclass(frozen=True)
-class TransportConfig:
-    """Socket settings; every one is always applied (nothing blocks forever)."""
-
-    max_message_bytes: int = 1 << 30
-    send_hwm: int = 16
-    recv_hwm: int = 64
-    linger_s: float = 1.0
-    send_timeout_s: float = 1.0
-    poll_interval_s: float = 0.02
-    heartbeat_interval_s: float = 1.0
-    shm: bool = True  # same-host fast path: tensor bytes through shared memory
-    shm_min_bytes: int = 1 << 20
-    curve_keys_dir: str | None = None  # CURVE: this peer's keys and the allow-list live here
-
-    def __post_init__(self) -> None:
-        if self.max_message_bytes < 1024:
-            raise ConfigError("[transport] max_message_bytes must be >= 1024")
-        for name in ("send_hwm", "recv_hwm"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"[transport] {name} must be >= 1")
-        for name in ("linger_s", "send_timeout_s", "poll_interval_s", "heartbeat_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"[transport] {name} must be > 0")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What ``gossipml run`` does on this machine."""
-
-    n_peers: int = 8
-    deadline_s: float = 300.0  # the whole run is stopped after this, peers killed
-    seed: int = 0
-    torch_threads: int = 1
-    mode: str = "processes"  # "processes" or "threads" (peers sharing one process, inproc://)
-
-    def __post_init__(self) -> None:
-        if self.n_peers < 1:
-            raise ConfigError(f"[run] n_peers must be >= 1, got {self.n_peers}")
-        if self.deadline_s <= 0:
-            raise ConfigError("[run] deadline_s must be > 0")
-        if self.mode not in ("processes", "threads"):
-            raise ConfigError(f"[run] mode must be 'processes' or 'threads', got {self.mode!r}")
 
 
 _PARTS: dict[str, type] = {

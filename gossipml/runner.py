@@ -100,13 +100,19 @@ def progress_rows(out: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _all_started(out: Path, n: int) -> bool:
+    return all(any(e["event"] == "start" for e in read_events(events_path(out, i)))
+               for i in range(n))
+
+
 def run_local(cfg: ExperimentConfig, out: Path, *,
               on_progress: Callable[[list[dict[str, Any]], float], None] | None = None,
               progress_interval_s: float = 1.0,
               kill_after_s: dict[int, float] | None = None) -> RunResult:
     """Run every peer as a process on this machine; never outlives ``cfg.run.deadline_s``.
 
-    ``kill_after_s`` SIGKILLs chosen peers after that many seconds (to test a dead peer).
+    ``kill_after_s`` SIGKILLs chosen peers that many seconds after every peer has started its
+    loop (a failure drill).
     """
     n = cfg.run.n_peers
     out.mkdir(parents=True, exist_ok=True)
@@ -118,13 +124,17 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     procs = _start_children(cfg, out, n)
     killed: set[int] = set()
     last_progress = 0.0
+    started_s: float | None = None
     try:
         while any(p.poll() is None for p in procs.values()):
             elapsed = time.monotonic() - t0
             if elapsed > cfg.run.deadline_s:
                 break
+            if kill_after_s and started_s is None and _all_started(out, n):
+                started_s = elapsed
             for pid, after in (kill_after_s or {}).items():
-                if elapsed >= after and pid not in killed and procs[pid].poll() is None:
+                if (started_s is not None and elapsed - started_s >= after and pid not in killed
+                        and procs[pid].poll() is None):
                     os.killpg(procs[pid].pid, signal.SIGKILL)
                     killed.add(pid)
             if on_progress is not None and elapsed - last_progress >= progress_interval_s:

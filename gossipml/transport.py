@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import zmq
 
-from gossipml.config import TransportConfig
+from gossipml.settings import TransportConfig
 
 __all__ = ["Transport", "TransportStats", "Outgoing", "routing_id", "parse_routing_id"]
 

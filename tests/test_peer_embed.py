@@ -1,0 +1,68 @@
+"""Two peers embedded in one program, over real tcp sockets: their parameters move together."""
+
+from __future__ import annotations
+
+import torch
+
+from gossipml.config import ExperimentConfig
+from gossipml.peer import Peer
+from tests.helpers import loopback_peers, run_threads
+
+
+def _config(**tables) -> ExperimentConfig:
+    base = {"pacing": {"mode": "sync", "timeout_s": 5.0}, "topology": {"kind": "ring"},
+            "peer": {"interval_steps": 1, "startup_timeout_s": 10.0}}
+    base.update(tables)
+    return ExperimentConfig.from_dict(base)
+
+
+def test_two_embedded_peers_average_their_parameters():
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)]
+    with torch.no_grad():
+        models[1].weight.add_(5.0)  # start far apart
+    mean0 = (models[0].weight + models[1].weight).detach() / 2
+    gap0 = (models[0].weight - models[1].weight).norm().item()
+    addresses = loopback_peers(2)
+    cfg = _config()
+
+    def peer_main(i: int):
+        with Peer(models[i], cfg, id=i, peers=addresses) as peer:
+            assert not peer.wait_for_neighbors(10.0)
+            rounds = [peer.step() for _ in range(3)]
+            return rounds, peer.stats()
+
+    (r0, s0), (r1, s1) = run_threads([lambda: peer_main(0), lambda: peer_main(1)], 60)
+    gap = (models[0].weight - models[1].weight).norm().item()
+    assert gap < 1e-5 * gap0 + 1e-6, f"parameters did not meet: gap {gap} (was {gap0})"
+    assert torch.allclose(models[0].weight, mean0, atol=1e-5)  # uniform weights: the exact mean
+    assert all(r["merged"] == [1] for r in r0) and all(r["merged"] == [0] for r in r1)
+    assert s0["bytes_sent"] > 0 and s1["bytes_received"] > 0 and s0["rejected"] == 0
+
+
+def test_embedded_peers_training_on_digits_move_toward_each_other():
+    from gossipml.data import DataConfig
+    from gossipml.tasks import TaskConfig, build_task
+
+    addresses = loopback_peers(2)
+    cfg = _config(peer={"interval_steps": 5, "startup_timeout_s": 10.0})
+    tasks = [build_task(TaskConfig(model="mlp", lr=0.05), DataConfig(dataset="digits"), i, 2, 0)
+             for i in range(2)]
+    with torch.no_grad():  # different random inits, far apart
+        for p in tasks[1].model.parameters():
+            p.add_(0.5)
+
+    def distance() -> float:
+        return sum((a - b).norm() ** 2 for a, b in
+                   zip(tasks[0].model.parameters(), tasks[1].model.parameters())).sqrt().item()
+
+    d0 = distance()
+
+    def peer_main(i: int):
+        with Peer(tasks[i].model, cfg, id=i, peers=addresses,
+                  num_samples=tasks[i].num_samples) as peer:
+            return peer.run(tasks[i], rounds=8)
+
+    finals = run_threads([lambda: peer_main(0), lambda: peer_main(1)], 120)
+    assert distance() < 0.2 * d0
+    assert all(f["accuracy"] > 0.8 for f in finals)
