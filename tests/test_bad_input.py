@@ -31,15 +31,12 @@ def _attacks(model: torch.nn.Module) -> dict[str, list[bytes]]:
     header = msgpack.unpackb(good[0], raw=False)
     version_key = next(k for k in header if k in ("v", "version"))
     other_version = dict(header, **{version_key: 99})
-    wrong_shape = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(3)])
-    wrong = _valid_frames(model)
-    # the first tensor replaced by one of another shape, same name
+    # the first tensor replaced by one of another shape, under the same name
     bad_model = {k: torch.zeros(5, 5) if i == 0 else v
                  for i, (k, v) in enumerate(exchanged_state(model).items())}
     items, _ = encode_model(bad_model, build_codec("identity"), None)
     wrong = [bytes(memoryview(f)) for f in pack(Message(kind="model", sender=1, round=0,
                                                         tensors=tuple(items)))]
-    del wrong_shape
     return {
         "random bytes": [os.urandom(200)],
         "other version": [msgpack.packb(other_version)] + good[1:],
