@@ -1,0 +1,128 @@
+"""Decentralized consensus ADMM, one peer's pure update, with dual variables on its edges.
+
+Problem: ``min sum_i f_i(x_i)`` s.t. ``x_i = z_ij = x_j`` on every edge (Boyd et al., "Distributed
+optimization and statistical learning via ADMM", 2011, sec. 7; Shi et al., "On the linear
+convergence of the ADMM in decentralized consensus optimization", 2014). With the edge duals
+kept antisymmetric (``lambda_ij = -lambda_ji``, true when both start at 0), one round at peer i is
+
+    lambda_ij += rho/2 (x_i - x_j)                           for each neighbour j
+    z_ij       = (x_i + x_j) / 2
+    x_i       <- argmin_x f_i(x) + sum_j <lambda_ij, x> + rho/2 ||x - z_ij||^2
+               = prox_{f_i, s}(v),  s = 1/(rho d),  v = mean_j z_ij - s sum_j lambda_ij
+
+where ``d`` is the number of neighbours used and ``prox_{f,s}(v) = argmin f(x) + ||x-v||^2/(2s)``.
+The asynchronous variant (``admm_async``) steps with the newest value it holds for every
+neighbour and matches dual updates by version, so it keeps the exact optimum under bounded
+staleness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from gossipml.aggregation.admm_async import AsyncAdmmState, Prox, async_admm_step
+from gossipml.aggregation.base import Contribution, Model
+from gossipml.aggregation.config import AggregationConfig
+from gossipml.aggregation.rules import FilteringAggregator
+
+__all__ = [
+    "Prox", "AdmmState", "admm_step", "quadratic_prox", "prox_from_gradient", "AdmmAggregator",
+]
+
+Params = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class AdmmState:
+    """One peer's ADMM memory: the dual ``lambda_ij`` per neighbour."""
+
+    duals: dict[int, Model] = field(default_factory=dict)
+
+
+def admm_step(
+    own: Params, neighbors: Mapping[int, Params], state: AdmmState, rho: float, prox: Prox
+) -> Model:
+    """One ADMM round at a peer (module docstring); updates ``state.duals`` in place."""
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    if not neighbors:
+        return {name: x.detach().clone() for name, x in own.items()}
+    d = len(neighbors)
+    step = 1.0 / (rho * d)
+    v = {name: torch.zeros_like(x) for name, x in own.items()}
+    for j, xj in neighbors.items():
+        dual = state.duals.setdefault(j, {n: torch.zeros_like(x) for n, x in own.items()})
+        for name, xi in own.items():
+            dual[name] += 0.5 * rho * (xi - xj[name])
+            v[name] += 0.5 * (xi + xj[name]) / d - step * dual[name]
+    return prox(v, step)
+
+
+def quadratic_prox(anchor: Params, curvature: float = 1.0) -> Prox:
+    """Prox of ``f(x) = c/2 ||x - a||^2``: ``(c a + v/s) / (c + 1/s)``."""
+    if curvature <= 0:
+        raise ValueError(f"curvature must be > 0, got {curvature}")
+
+    def prox(v: Model, step: float) -> Model:
+        return {n: (curvature * anchor[n] + v[n] / step) / (curvature + 1.0 / step) for n in v}
+
+    return prox
+
+
+def prox_from_gradient(
+    grad: Callable[[Model], Model], lr: float, steps: int
+) -> Prox:
+    """An inexact prox from a gradient oracle: ``steps`` of gradient descent on
+    ``f(x) + ||x - v||^2 / (2 s)`` from ``x = v`` (linearized ADMM when ``steps`` is small)."""
+    if lr <= 0 or steps < 1:
+        raise ValueError(f"need lr > 0 and steps >= 1, got lr={lr}, steps={steps}")
+
+    def prox(v: Model, step: float) -> Model:
+        x = {n: t.clone() for n, t in v.items()}
+        for _ in range(steps):
+            g = grad(x)
+            x = {n: x[n] - lr * (g[n] + (x[n] - v[n]) / step) for n in x}
+        return x
+
+    return prox
+
+
+class AdmmAggregator(FilteringAggregator):
+    """ADMM as an aggregator. ``prox`` (context) is the local loss's prox oracle; without one the
+    locally trained model stands in for the local loss, ``f_i(x) ~ 1/2 ||x - own||^2``.
+
+    Asynchronous mode: a contribution's ``round`` is the sender's ADMM version (its step count),
+    the own version is ``own_round`` when given, else this aggregator's step count; keep
+    staleness bounded (pacing "ssp"): peers many versions apart make the lagging duals diverge.
+    """
+
+    def __init__(
+        self, cfg: AggregationConfig, *, prox: Prox | None = None, num_samples: int = 0
+    ) -> None:
+        super().__init__(cfg, num_samples=num_samples)
+        self.prox = prox
+        self.state = AdmmState()
+        self.async_state = AsyncAdmmState(history_limit=max(8, 4 * cfg.max_models))
+
+    def _combines_alone(self) -> bool:
+        return self.cfg.asynchronous
+
+    def _combine(self, own, kept: Sequence[Contribution], self_weight, own_round):  # noqa: D102
+        work = {n: x.detach().to(_work_dtype(x)) for n, x in own.items()}
+        fresh = [(c.sender, c.round, {n: t.to(work[n]).clone() for n, t in c.params.items()})
+                 for c in kept]
+        prox = self.prox or quadratic_prox(work)
+        if self.cfg.asynchronous:
+            if own_round is not None:
+                self.async_state.version = own_round
+            new = async_admm_step(work, fresh, self.async_state, self.cfg.rho, prox)
+        else:
+            new = admm_step(work, {j: x for j, _, x in fresh}, self.state, self.cfg.rho, prox)
+        return {n: new[n].to(own[n].dtype) for n in own}
+
+
+def _work_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32

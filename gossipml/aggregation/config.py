@@ -1,0 +1,73 @@
+"""``AggregationConfig``: the ``[aggregation]`` table, frozen and validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RULES", "WEIGHT_SCHEMES", "DISTILL_INITS", "AggregationConfig"]
+
+RULES: tuple[str, ...] = (
+    "mean", "partial", "admm", "median", "trimmed_mean", "clipped",
+    "output_average", "vote", "distill",
+)
+WEIGHT_SCHEMES: tuple[str, ...] = ("uniform", "metropolis", "topology", "samples", "age")
+DISTILL_INITS: tuple[str, ...] = ("own", "average")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """How a peer merges its own model with its neighbours' (see ``build_aggregator``)."""
+
+    rule: str = "mean"
+    weights: str = "uniform"  # "metropolis"/"topology": the Contribution.weight the peer passes
+    age_exponent: float = 0.5  # weights="age": w ~ base * (1 + staleness_rounds) ** -age_exponent
+    # partial: average only a subset (tensor names, or a seeded fraction of the coordinates)
+    partial_names: tuple[str, ...] = ()
+    partial_fraction: float = 1.0
+    # admm
+    rho: float = 1.0
+    asynchronous: bool = False  # admm: step with the newest neighbour values kept
+    # robust rules
+    trim_fraction: float = 0.2
+    clip_radius: float | None = None  # None: the median distance of the neighbours this round
+    # ensembles
+    max_models: int = 8  # neighbour models kept (newest per sender; oldest evicted)
+    temperature: float = 2.0
+    distill_steps: int = 50
+    distill_lr: float = 1e-3
+    distill_batch_size: int = 64
+    distill_optimizer: str = "adam"
+    relabel_fraction: float = 1.0
+    distill_init: str = "own"  # start the student from the own model or the plain average
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("rule", self.rule, RULES)
+        _one_of("weights", self.weights, WEIGHT_SCHEMES)
+        _one_of("distill_optimizer", self.distill_optimizer, OPTIMIZERS)
+        _one_of("distill_init", self.distill_init, DISTILL_INITS)
+        if not isinstance(self.partial_names, tuple):
+            object.__setattr__(self, "partial_names", tuple(self.partial_names))
+        checks = [
+            (self.age_exponent >= 0, "age_exponent must be >= 0"),
+            (0.0 < self.partial_fraction <= 1.0, "partial_fraction must be in (0, 1]"),
+            (self.rho > 0, "rho must be > 0 (the ADMM penalty)"),
+            (0.0 <= self.trim_fraction < 0.5, "trim_fraction must be in [0, 0.5)"),
+            (self.clip_radius is None or self.clip_radius > 0,
+             "clip_radius must be > 0, or left out for the adaptive radius"),
+            (self.max_models >= 1, "max_models must be >= 1"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.distill_steps >= 0, "distill_steps must be >= 0"),
+            (self.distill_lr > 0, "distill_lr must be > 0"),
+            (self.distill_batch_size >= 1, "distill_batch_size must be >= 1"),
+            (0.0 < self.relabel_fraction <= 1.0, "relabel_fraction must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"[aggregation] {message}")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"[aggregation] {key} must be one of {list(allowed)}, got {value!r}")
