@@ -1,0 +1,220 @@
+"""``CodecConfig`` and ``build_codec``: codecs from a short spec string or a TOML table.
+
+Spec grammar (whitespace ignored)::
+
+    spec     := stage [">" stage] ("+" modifier)*
+    stage    := name (":" arg)*          arg := value | key=value
+    modifier := "ef" | "delta" | "bysize" [":" min_numel [":" small_codec_name]]
+
+``a>b`` chains: ``a`` (topk, randk or threshold) picks entries and ``b`` encodes their values.
+``+ef`` wraps everything in error feedback, ``+bysize:4096:identity`` sends tensors under 4096
+elements with ``identity``, ``+delta`` sends the change since the last exchange (CHOCO-SGD).
+Examples: ``"q8"``, ``"q4:block=256+ef"``, ``"topk:0.01+ef"``, ``"topk:0.01>q8+ef"``,
+``"lowrank:2:fallback=fp16+ef"``, ``"sign+ef+bysize:1024"``. The first positional value is
+``block`` (q8/q4/q2/sign), ``fraction`` if < 1 else ``count`` (topk/randk), ``threshold`` or
+``rank``. Table form: ``{name="topk", fraction=0.01, values="q8", error_feedback=true}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from gossipml.codecs.base import Codec
+
+__all__ = ["CodecConfig", "build_codec", "parse_spec", "STAGES"]
+
+#: Stage name -> (allowed keys, key the first positional value fills).
+STAGES: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "identity": ((), None), "fp16": ((), None), "bf16": ((), None),
+    "q8": (("block", "stochastic", "seed"), "block"),
+    "q4": (("block", "stochastic", "seed"), "block"),
+    "q2": (("block", "stochastic", "seed"), "block"),
+    "sign": (("block",), "block"),
+    "topk": (("fraction", "count", "seed"), "fraction"),
+    "randk": (("fraction", "count", "seed"), "fraction"),
+    "threshold": (("threshold",), "threshold"),
+    "lowrank": (("rank", "fallback", "seed", "min_gain"), "rank"),
+}
+_SPARSE = ("topk", "randk", "threshold")
+_TABLE_KEYS = ("block", "stochastic", "seed", "fraction", "count", "threshold", "rank",
+               "fallback", "min_gain")
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_stage(text: str) -> tuple[str, dict[str, Any]]:
+    name, *args = [a.strip() for a in text.split(":")]
+    if name not in STAGES:
+        raise ValueError(f"unknown codec {name!r} in spec; allowed: {sorted(STAGES)}")
+    keys, positional = STAGES[name]
+    params: dict[str, Any] = {}
+    for i, arg in enumerate(args):
+        if "=" in arg:
+            key, val = (s.strip() for s in arg.split("=", 1))
+        elif i == 0 and positional is not None:
+            key, val = positional, arg
+            if name in ("topk", "randk") and isinstance(_value(arg), int) and _value(arg) >= 1:
+                key = "count"
+        else:
+            raise ValueError(f"{name}: unexpected argument {arg!r}; use key=value with keys "
+                             f"{list(keys)}")
+        if key not in keys:
+            raise ValueError(f"{name}: unknown parameter {key!r}; allowed: {list(keys)}")
+        params[key] = _value(val)
+    return name, params
+
+
+def parse_spec(spec: str) -> dict[str, Any]:
+    """Parse a spec into ``{stages: [(name, params)], ef, delta, bysize: (min_numel, small)}``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"codec spec must be a non-empty string like 'q8' or 'topk:0.01+ef', "
+                         f"got {spec!r}")
+    head, *mods = [p.strip() for p in spec.replace(" ", "").split("+")]
+    stages = [_parse_stage(s) for s in head.split(">")]
+    if len(stages) > 2 or (len(stages) == 2 and stages[0][0] not in _SPARSE):
+        raise ValueError(f"chaining is 'A>B' with A in {list(_SPARSE)}, got {head!r}")
+    if len(stages) == 2 and stages[1][0] in _SPARSE + ("lowrank",):
+        raise ValueError(f"the value codec after '>' must be dense or quantizing, "
+                         f"got {stages[1][0]!r}")
+    plan: dict[str, Any] = {"stages": stages, "ef": False, "delta": False, "bysize": None}
+    for mod in mods:
+        name, *args = mod.split(":")
+        if name in ("ef", "delta") and not args:
+            plan[name] = True
+        elif name == "bysize" and len(args) <= 2:
+            min_numel = int(args[0]) if args else 4096
+            small = args[1] if len(args) > 1 else "identity"
+            if small not in STAGES or small in _SPARSE:
+                raise ValueError(f"bysize small codec must be a dense codec name, got {small!r}")
+            plan["bysize"] = (min_numel, small)
+        else:
+            raise ValueError(f"unknown modifier '+{mod}'; allowed: +ef, +delta, "
+                             "+bysize[:min_numel[:codec]]")
+    return plan
+
+
+def _make_stage(name: str, params: Mapping[str, Any], value_codec: Codec | None = None) -> Codec:
+    from gossipml.codecs import dense, lowrank, quant, sparse
+
+    if name == "identity":
+        return dense.IdentityCodec()
+    if name in ("fp16", "bf16"):
+        return dense.fp16_codec() if name == "fp16" else dense.bf16_codec()
+    if name in quant.QUANT_BITS:
+        return quant.QuantCodec(quant.QUANT_BITS[name], int(params.get("block", 512)),
+                                bool(params.get("stochastic", False)), int(params.get("seed", 0)))
+    if name == "sign":
+        return quant.SignCodec(int(params.get("block", 0)))
+    if name in ("topk", "randk"):
+        frac, count = params.get("fraction"), params.get("count")
+        if count is None:
+            frac = 0.01 if frac is None else float(frac)
+            if not 0 < frac <= 1:
+                raise ValueError(f"{name}: fraction must be in (0, 1], got {frac}")
+        elif int(count) < 1:
+            raise ValueError(f"{name}: count must be >= 1, got {count}")
+        cls = sparse.TopKCodec if name == "topk" else sparse.RandKCodec
+        return cls(frac, None if count is None else int(count), value_codec,
+                   int(params.get("seed", 0)))
+    if name == "threshold":
+        return sparse.ThresholdCodec(float(params.get("threshold", 1e-3)), value_codec)
+    fallback = _make_stage(str(params.get("fallback", "identity")), {})
+    return lowrank.LowRankCodec(int(params.get("rank", 2)), fallback, int(params.get("seed", 0)),
+                                float(params.get("min_gain", 2.0)))
+
+
+def _build_plan(plan: Mapping[str, Any]) -> Codec:
+    from gossipml.codecs.combinators import BySize, ErrorFeedback
+
+    stages = plan["stages"]
+    value_codec = _make_stage(*stages[1]) if len(stages) == 2 else None
+    codec = _make_stage(stages[0][0], stages[0][1], value_codec)
+    if plan["bysize"] is not None:
+        codec = BySize(codec, _make_stage(plan["bysize"][1], {}), plan["bysize"][0])
+    return ErrorFeedback(codec) if plan["ef"] else codec
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """The ``[codec]`` table: either ``spec`` (see module docstring) or ``name`` plus fields.
+    After construction ``spec`` always holds the canonical spec and ``content`` the content."""
+
+    spec: str = "identity"
+    name: str | None = None
+    block: int | None = None
+    stochastic: bool | None = None
+    seed: int | None = None
+    fraction: float | None = None
+    count: int | None = None
+    threshold: float | None = None
+    rank: int | None = None
+    fallback: str | None = None
+    min_gain: float | None = None
+    values: str | None = None  # chained value codec spec stage, e.g. "q8" or "q8:block=64"
+    error_feedback: bool = False
+    min_numel: int | None = None  # with ``small``: choose-by-size
+    small: str | None = None
+    content: str = "params"  # "params" (full parameters) or "delta" (CHOCO-SGD change)
+
+    def __post_init__(self) -> None:
+        if self.content not in ("params", "delta"):
+            raise ValueError(f"content must be 'params' or 'delta', got {self.content!r}")
+        spec = self._table_spec() if self.name is not None else self.spec
+        plan = parse_spec(spec)
+        if self.content == "delta" and not plan["delta"]:
+            spec, plan["delta"] = spec + "+delta", True
+        _build_plan(plan)  # validates every value
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "content", "delta" if plan["delta"] else "params")
+        object.__setattr__(self, "error_feedback", bool(plan["ef"]))
+
+    def _table_spec(self) -> str:
+        if self.name not in STAGES:
+            raise ValueError(f"[codec] name {self.name!r} unknown; allowed: {sorted(STAGES)}")
+        allowed = STAGES[self.name][0]
+        given = {k: getattr(self, k) for k in _TABLE_KEYS if getattr(self, k) is not None}
+        bad = sorted(set(given) - set(allowed))
+        if bad:
+            raise ValueError(f"[codec] keys {bad} do not apply to {self.name!r}; "
+                             f"it takes {list(allowed)}")
+        spec = ":".join([self.name, *(f"{k}={v}" for k, v in given.items())])
+        if self.values is not None:
+            spec += f">{self.values}"
+        if self.error_feedback:
+            spec += "+ef"
+        if self.min_numel is not None or self.small is not None:
+            spec += f"+bysize:{self.min_numel if self.min_numel is not None else 4096}"
+            spec += f":{self.small or 'identity'}"
+        return spec
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> "CodecConfig":
+        """From a TOML table; unknown keys raise naming the allowed ones."""
+        allowed = {f.name for f in fields(cls)}
+        bad = sorted(set(table) - allowed)
+        if bad:
+            raise ValueError(f"unknown [codec] key(s) {bad}; allowed: {sorted(allowed)}")
+        return cls(**dict(table))
+
+
+def build_codec(cfg_or_spec: CodecConfig | str | Mapping[str, Any]) -> Codec:
+    """A codec from a CodecConfig, a spec string or a table (content is the caller's concern)."""
+    if isinstance(cfg_or_spec, str):
+        cfg_or_spec = CodecConfig(spec=cfg_or_spec)
+    elif isinstance(cfg_or_spec, Mapping):
+        cfg_or_spec = CodecConfig.from_table(cfg_or_spec)
+    if not isinstance(cfg_or_spec, CodecConfig):
+        raise TypeError(f"build_codec takes a CodecConfig, spec or table, got "
+                        f"{type(cfg_or_spec).__name__}")
+    return _build_plan(parse_spec(cfg_or_spec.spec))

@@ -1,0 +1,49 @@
+"""Whole-model helpers: encode every tensor of a model with one codec and per-tensor state."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from gossipml.codecs.base import Codec, CodecError, Payload
+
+__all__ = ["encode_model", "decode_model", "model_nbytes"]
+
+
+def encode_model(
+    model: Mapping[str, torch.Tensor], codec: Codec, states: Mapping[str, Any] | None
+) -> tuple[list[tuple[str, Payload]], dict[str, Any]]:
+    """Encode each tensor (non-floating ones raw); returns the items and the per-name states."""
+    from gossipml.codecs.dense import IdentityCodec
+
+    raw = IdentityCodec()
+    states = dict(states or {})
+    items: list[tuple[str, Payload]] = []
+    for name, tensor in model.items():
+        use = codec if tensor.is_floating_point() else raw
+        payload, states[name] = use.encode(tensor, states.get(name))
+        items.append((name, payload))
+    return items, states
+
+
+def decode_model(
+    items: Any, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Decode ``(name, payload)`` pairs by each payload's codec; CodecError on any bad one."""
+    from gossipml.codecs.registry import decode_payload
+
+    out: dict[str, torch.Tensor] = {}
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str):
+            raise CodecError(f"model items must be (name, Payload) pairs, got {item!r:.80}")
+        name, payload = item
+        if name in out:
+            raise CodecError(f"tensor {name!r} appears twice in one model")
+        out[name] = decode_payload(payload, device)
+    return out
+
+
+def model_nbytes(items: Any) -> int:
+    """Total payload bytes of ``(name, payload)`` pairs (frame 0 excluded)."""
+    return sum(p.nbytes for _, p in items)

@@ -1,0 +1,202 @@
+"""Sparsifying codecs: ``topk`` (by magnitude), ``randk`` (shared seed, no indices sent) and
+``threshold`` (entries that changed by more than a threshold since last sent).
+
+Values go raw in the tensor's dtype, or through a value codec (chaining, ``"topk:0.01>q8"``):
+the value payload's meta is flattened into this payload's meta under the ``"v."`` prefix and its
+buffers follow this codec's own. Decoding gives a dense tensor, zeros where nothing was sent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from gossipml.codecs._util import (dtype_name, header, meta_int, to_buffer,
+                                   view_buffer, work_dtype)
+from gossipml.codecs.base import Codec, CodecError, Payload
+from gossipml.ops.sparse import index_dtype, random_indices, topk_magnitude
+
+__all__ = ["TopKCodec", "RandKCodec", "ThresholdCodec", "resolve_k"]
+
+_RAW = "raw"
+
+
+def resolve_k(numel: int, fraction: float | None, count: int | None) -> int:
+    """Number of entries to keep: ``count`` if given, else ``ceil(fraction * numel)`` (>= 1)."""
+    if numel == 0:
+        return 0
+    if count is not None:
+        return min(numel, int(count))
+    return min(numel, max(1, math.ceil(float(fraction or 0.0) * numel)))
+
+
+class _Sparse:
+    """Shared encode/decode of (positions, values); subclasses pick the positions."""
+
+    name = ""
+    n_aux = 0  # own buffers before the values' buffers
+
+    def __init__(self, value_codec: Codec | None = None) -> None:
+        self.value_codec = value_codec
+
+    def _encode_values(self, values: torch.Tensor, dtype: torch.dtype, state: Any):
+        """(meta, buffers, decoded values, value state) for the kept values."""
+        if self.value_codec is None:
+            vals = values.to(dtype)
+            return {"values": _RAW}, (to_buffer(vals),), vals, state
+        payload, state = self.value_codec.encode(values.to(dtype), state)
+        meta = {"values": payload.codec, **{f"v.{k}": v for k, v in payload.meta.items()}}
+        return meta, tuple(payload.buffers), None, state
+
+    def _decode_values(self, payload: Payload, dtype: torch.dtype, k: int,
+                       device: torch.device | str) -> torch.Tensor:
+        buffers = payload.buffers[self.n_aux:] if isinstance(payload.buffers, (tuple, list)) else ()
+        vname = payload.meta.get("values")
+        if vname == _RAW:
+            if len(buffers) != 1:
+                raise CodecError(f"{self.name}: expected 1 value buffer, got {len(buffers)}")
+            return view_buffer(buffers[0], dtype, k, f"{self.name} values").to(device)
+        if not isinstance(vname, str) or vname in ("topk", "randk", "threshold", "lowrank"):
+            raise CodecError(f"{self.name}: meta['values'] must be 'raw' or a dense codec name, "
+                             f"got {vname!r}")
+        from gossipml.codecs.registry import decode_payload
+
+        vmeta = {k2[2:]: v for k2, v in payload.meta.items() if k2.startswith("v.")}
+        inner = Payload(vname, dtype_name(dtype), (k,), vmeta, tuple(buffers))
+        return decode_payload(inner, device)
+
+    def _dense(self, payload: Payload, idx: torch.Tensor, device: torch.device | str):
+        dtype, shape, numel = header(payload)
+        vals = self._decode_values(payload, dtype, idx.numel(), device)
+        out = torch.zeros(numel, dtype=dtype, device=device)
+        out[idx.to(device=device, dtype=torch.int64)] = vals.to(dtype)
+        return out.reshape(shape)
+
+    def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Dense tensor: the sent values at their positions, zeros elsewhere."""
+        _, _, numel = header(payload)
+        return self._dense(payload, self._positions(payload, numel), device)
+
+    def estimate_nbytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
+        """Wire bytes for k raw values and their indices (an estimate when chained)."""
+        n = math.prod(shape)
+        k = self._k(n)
+        item = torch.empty(0, dtype=dtype).element_size()
+        idx = torch.empty(0, dtype=index_dtype(n)).element_size() if self.n_aux else 0
+        return k * (item + idx)
+
+    def _k(self, numel: int) -> int:
+        return numel
+
+    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _read_indices(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
+        if not isinstance(payload.buffers, (tuple, list)) or len(payload.buffers) < 1:
+            raise CodecError(f"{self.name}: payload has no index buffer")
+        idx = view_buffer(payload.buffers[0], index_dtype(numel), k, f"{self.name} indices")
+        if k and (int(idx.min()) < 0 or int(idx.max()) >= numel):
+            raise CodecError(f"{self.name}: indices out of range [0, {numel})")
+        return idx
+
+
+class TopKCodec(_Sparse):
+    """The k largest-magnitude entries (``fraction`` of them, or ``count``) with their indices.
+    Bound: ``||x - x'||^2 <= (1 - k/n) ||x||^2`` with raw values (kept entries exact)."""
+
+    name = "topk"
+    n_aux = 1
+
+    def __init__(self, fraction: float | None = 0.01, count: int | None = None,
+                 value_codec: Codec | None = None, seed: int = 0) -> None:
+        super().__init__(value_codec)
+        self.fraction, self.count, self.seed = fraction, count, seed
+
+    def _k(self, numel: int) -> int:
+        return resolve_k(numel, self.fraction, self.count)
+
+    def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
+        """Indices (int32 when they fit) and the values at them."""
+        flat = tensor.detach().reshape(-1)
+        k = self._k(flat.numel())
+        idx = topk_magnitude(flat, k, seed=self.seed)
+        meta, vbufs, _, state = self._encode_values(flat[idx], tensor.dtype, state)
+        ibuf = to_buffer(idx.to(index_dtype(flat.numel())))
+        return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
+                       {"k": k, **meta}, (ibuf, *vbufs)), state
+
+    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
+        return self._read_indices(payload, numel, meta_int(payload.meta, "k", 0, numel))
+
+
+class RandKCodec(_Sparse):
+    """k entries at positions drawn from a per-call seed carried in meta (no indices sent).
+    Bound: ``||x - x'||^2 <= ||x||^2``, in expectation ``(1 - k/n) ||x||^2``."""
+
+    name = "randk"
+
+    def __init__(self, fraction: float | None = 0.01, count: int | None = None,
+                 value_codec: Codec | None = None, seed: int = 0) -> None:
+        super().__init__(value_codec)
+        self.fraction, self.count, self.seed = fraction, count, seed
+
+    def _k(self, numel: int) -> int:
+        return resolve_k(numel, self.fraction, self.count)
+
+    def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
+        """The values at seeded random positions; state = (call counter, value codec state)."""
+        from gossipml.codecs.quant import _mix
+
+        step, vstate = state if state is not None else (0, None)
+        flat = tensor.detach().reshape(-1)
+        k = self._k(flat.numel())
+        seed = _mix(self.seed, step)
+        idx = random_indices(flat.numel(), k, seed, flat.device)
+        meta, vbufs, _, vstate = self._encode_values(flat[idx], tensor.dtype, vstate)
+        return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
+                       {"k": k, "seed": seed, **meta}, vbufs), (step + 1, vstate)
+
+    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
+        k = meta_int(payload.meta, "k", 0, numel)
+        seed = meta_int(payload.meta, "seed", 0, (1 << 63) - 1)
+        return random_indices(numel, k, seed)
+
+
+class ThresholdCodec(_Sparse):
+    """Sends ``x - r`` at entries where ``|x - r| > threshold``, ``r`` being the last-sent copy
+    kept in state (zeros at first); decode gives that sparse change, which the receiver adds to
+    its copy (:class:`gossipml.codecs.content.DeltaReceiver`). Bound with raw values: after
+    applying, ``|x - copy| <= threshold`` elementwise. The state is per receiving stream."""
+
+    name = "threshold"
+    n_aux = 1
+
+    def __init__(self, threshold: float = 1e-3, value_codec: Codec | None = None) -> None:
+        super().__init__(value_codec)
+        if not threshold >= 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        self.threshold = float(threshold)
+
+    def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
+        """Indices and changes of the entries past the threshold; updates the last-sent copy."""
+        flat = tensor.detach().reshape(-1)
+        ref, vstate = state if state is not None else (None, None)
+        if ref is None or ref.shape != flat.shape:
+            ref = torch.zeros(flat.shape, dtype=work_dtype(flat.dtype), device=flat.device)
+        diff = flat.to(ref.dtype) - ref
+        idx = (diff.abs() > self.threshold).nonzero().squeeze(1)
+        meta, vbufs, sent, vstate = self._encode_values(diff[idx], tensor.dtype, vstate)
+        if sent is None:  # chained: the receiver gets the decoded values, so follow those
+            sent = self._decode_values(Payload(self.name, dtype_name(tensor.dtype), (), meta,
+                                               (None, *vbufs)), tensor.dtype, idx.numel(),
+                                       flat.device)
+        ref[idx] += sent.to(ref.dtype)
+        ibuf = to_buffer(idx.to(index_dtype(flat.numel())))
+        return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
+                       {"k": int(idx.numel()), **meta}, (ibuf, *vbufs)), (ref, vstate)
+
+    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
+        return self._read_indices(payload, numel, meta_int(payload.meta, "k", 0, numel))
+
