@@ -1,0 +1,165 @@
+"""Emulated slow links and slow peers for experiments and tests (pure, seeded decisions).
+
+The kernel here has no netem, so the transport delays and drops messages itself; this module only
+decides. For message number ``m`` on the directed link ``a -> b`` the decision is a function of
+``(seed, a, b, m)`` alone: a generator is seeded with those four numbers, so a rerun (or another
+process) makes the same choices, and the order in which links are used does not matter.
+
+``drop`` is true with probability ``drop_prob``; ``delay_s = max(0, delay_s + U(-jitter_s,
+jitter_s))``. Per-link overrides are keyed ``"a->b"`` (one direction), ``"a-b"`` (both), ``"*->b"``
+or ``"a->*"``; the most specific key wins (exact, then ``a->*``, then ``*->b``). A per-peer compute
+slowdown factor (``>= 1``, 1 = full speed) lives here too: ``{"*": 1.0, "3": 3.0}``.
+
+TOML::
+
+    [emulation]
+    delay_s = 0.01
+    jitter_s = 0.005
+    seed = 7
+    compute_slowdown = {"3" = 3.0}
+    [emulation.links."0->1"]
+    drop_prob = 0.2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = ["LinkSpec", "LinkEmulation", "link_decision", "LinkPolicy"]
+
+#: What the transport calls: ``(dest, message_number) -> (drop, delay_s)``.
+LinkPolicy = Callable[[int, int], tuple[bool, float]]
+
+_LINK_KEYS = ("delay_s", "jitter_s", "drop_prob")
+
+
+def _check_link(delay_s: float, jitter_s: float, drop_prob: float, where: str) -> None:
+    for name, value in (("delay_s", delay_s), ("jitter_s", jitter_s)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{where}{name} must be a number >= 0 (seconds), got {value!r}")
+    if isinstance(drop_prob, bool) or not isinstance(drop_prob, (int, float)) \
+            or not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"{where}drop_prob must be in [0, 1], got {drop_prob!r}")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One link's emulated behaviour: base delay, uniform jitter (+-), drop probability."""
+
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    drop_prob: float = 0.0
+
+    @property
+    def is_active(self) -> bool:
+        """Whether this link delays or drops anything."""
+        return self.delay_s > 0 or self.jitter_s > 0 or self.drop_prob > 0
+
+
+def _parse_peer(token: str, key: str) -> int | None:
+    token = token.strip()
+    if token == "*":
+        return None
+    try:
+        peer = int(token)
+    except ValueError:
+        raise ValueError(f"emulation link key {key!r}: {token!r} is not a peer id or '*'; "
+                         f"write keys like \"0->1\", \"0-1\", \"*->3\"") from None
+    if peer < 0:
+        raise ValueError(f"emulation link key {key!r}: peer ids are >= 0")
+    return peer
+
+
+def _expand_key(key: str) -> list[tuple[int | None, int | None]]:
+    """``"a->b"`` -> [(a, b)]; ``"a-b"`` -> [(a, b), (b, a)]; ``*`` -> None (any)."""
+    if "->" in key:
+        a, b = key.split("->", 1)
+        return [(_parse_peer(a, key), _parse_peer(b, key))]
+    if "-" in key:
+        a, b = key.split("-", 1)
+        pa, pb = _parse_peer(a, key), _parse_peer(b, key)
+        return [(pa, pb), (pb, pa)]
+    raise ValueError(f"emulation link key {key!r} must be \"a->b\" (one way) or \"a-b\" (both)")
+
+
+@dataclass(frozen=True)
+class LinkEmulation:
+    """Emulation config: default link behaviour, per-link overrides, per-peer compute slowdown."""
+
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    drop_prob: float = 0.0
+    seed: int = 0
+    links: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    compute_slowdown: Mapping[str, float] | float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_link(self.delay_s, self.jitter_s, self.drop_prob, "emulation ")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"emulation seed must be an integer >= 0, got {self.seed!r}")
+        table: dict[tuple[int | None, int | None], LinkSpec] = {}
+        for key, spec in dict(self.links).items():
+            if not isinstance(spec, Mapping) or set(spec) - set(_LINK_KEYS):
+                raise ValueError(f"emulation link {key!r} must be a table with keys from "
+                                 f"{list(_LINK_KEYS)}, got {spec!r}")
+            merged = {**{k: getattr(self, k) for k in _LINK_KEYS}, **spec}
+            _check_link(merged["delay_s"], merged["jitter_s"], merged["drop_prob"],
+                        f"emulation link {key!r}: ")
+            for pair in _expand_key(str(key)):
+                table[pair] = LinkSpec(**{k: float(v) for k, v in merged.items()})
+        slow = self.compute_slowdown
+        slow_map = {"*": slow} if not isinstance(slow, Mapping) else dict(slow)
+        slowdown: dict[int | None, float] = {}
+        for key, factor in slow_map.items():
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1.0:
+                raise ValueError(f"emulation compute_slowdown[{key!r}] must be a number >= 1.0 "
+                                 f"(1.0 = full speed), got {factor!r}")
+            slowdown[_parse_peer(str(key), f"compute_slowdown {key!r}")] = float(factor)
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_slowdown", slowdown)
+
+    def link(self, src: int, dst: int) -> LinkSpec:
+        """The behaviour of ``src -> dst``: exact override, then ``src->*``, ``*->dst``, default."""
+        table: dict[Any, LinkSpec] = self._table  # type: ignore[attr-defined]
+        for key in ((src, dst), (src, None), (None, dst), (None, None)):
+            if key in table:
+                return table[key]
+        return LinkSpec(self.delay_s, self.jitter_s, self.drop_prob)
+
+    @property
+    def is_active(self) -> bool:
+        """Whether any link delays or drops anything (the transport may skip emulation if not)."""
+        table: dict[Any, LinkSpec] = self._table  # type: ignore[attr-defined]
+        return LinkSpec(self.delay_s, self.jitter_s, self.drop_prob).is_active or any(
+            s.is_active for s in table.values())
+
+    def slowdown(self, peer: int) -> float:
+        """Compute slowdown factor of ``peer`` (its entry, else ``"*"``, else 1.0)."""
+        slow: dict[int | None, float] = self._slowdown  # type: ignore[attr-defined]
+        return slow.get(peer, slow.get(None, 1.0))
+
+    def decide(self, src: int, dst: int, message: int) -> tuple[bool, float]:
+        """``(drop, delay_s)`` for message number ``message`` on ``src -> dst``; see module doc."""
+        return link_decision(self.link(src, dst), self.seed, src, dst, message)
+
+    def policy(self, src: int) -> LinkPolicy:
+        """The transport's ``link_policy`` for peer ``src``: ``(dest, n) -> (drop, delay_s)``."""
+        return lambda dest, n: self.decide(src, dest, n)
+
+
+def link_decision(spec: LinkSpec, seed: int, src: int, dst: int,
+                  message: int) -> tuple[bool, float]:
+    """Seeded ``(drop, delay_s)``: generator keyed by ``(seed, src, dst, message)``."""
+    if not spec.is_active:
+        return False, 0.0
+    if min(src, dst, message) < 0:
+        raise ValueError(f"link_decision needs ids and message numbers >= 0, got "
+                         f"src={src}, dst={dst}, message={message}")
+    rng = np.random.default_rng([seed, src, dst, message])
+    u_drop, u_jitter = rng.random(2)
+    drop = bool(u_drop < spec.drop_prob)
+    delay_s = max(0.0, spec.delay_s + (2.0 * u_jitter - 1.0) * spec.jitter_s)
+    return drop, float(delay_s)
