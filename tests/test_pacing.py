@@ -1,0 +1,181 @@
+"""Pacing policies on literal scenarios, the SSP bound as a property, liveness and the schedule."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossipml.pacing import (
+    AsyncPacing, BackupPacing, Liveness, PaceDecision, PaceView, PacingConfig, Schedule,
+    SSPPacing, SyncPacing, build_pacing,
+)
+
+
+def view(clock=5, now_s=100.0, since_s=100.0, expected=(1, 2, 3), arrived=None, clocks=None,
+         dead=(), merged=(), order=()):
+    return PaceView(clock=clock, now_s=now_s, waiting_since_s=since_s, expected=tuple(expected),
+                    arrived_rounds=dict(arrived or {}), known_clocks=dict(clocks or {}),
+                    dead=frozenset(dead), merged=frozenset(merged), arrival_order=tuple(order))
+
+
+# ---- sync ----------------------------------------------------------------------------------
+def test_sync_waits_for_every_round_r_model_then_merges_them():
+    sync = build_pacing(PacingConfig(mode="sync", timeout_s=2.0))
+    assert isinstance(sync, SyncPacing)
+    waiting = sync.decide(view(arrived={1: 5, 2: 4, 3: 6}, now_s=101.0))
+    assert waiting == PaceDecision(False, (), (2,), "waiting")
+    done = sync.decide(view(arrived={1: 5, 2: 5, 3: 6}, now_s=101.0))
+    assert done == PaceDecision(True, (1, 2, 3), (), "all_arrived")
+
+
+def test_sync_timeout_goes_on_with_those_present_and_names_the_missing():
+    sync = SyncPacing(timeout_s=2.0)
+    assert not sync.decide(view(arrived={1: 5}, now_s=101.9)).proceed
+    d = sync.decide(view(arrived={1: 5, 3: 2}, now_s=102.0))
+    assert d == PaceDecision(True, (1,), (2, 3), "timeout")
+
+
+def test_sync_dead_neighbour_never_blocks():
+    d = SyncPacing(timeout_s=60.0).decide(view(arrived={1: 5, 3: 5}, dead={2}))
+    assert d == PaceDecision(True, (1, 3), (2,), "rest_dead")
+    # a dead neighbour whose model did arrive is merged anyway
+    d = SyncPacing(timeout_s=60.0).decide(view(arrived={1: 5, 2: 5}, dead={2, 3}))
+    assert d.proceed and d.merge == (1, 2) and d.missing == (3,)
+
+
+def test_no_neighbours_never_waits():
+    for mode in ("sync", "async", "ssp", "backup"):
+        d = build_pacing(PacingConfig(mode=mode)).decide(view(expected=(), arrived={}))
+        assert d.proceed and d.merge == () and d.missing == ()
+
+
+# ---- async ---------------------------------------------------------------------------------
+def test_async_never_waits_and_merges_only_unmerged():
+    pace = build_pacing(PacingConfig(mode="async"))
+    assert isinstance(pace, AsyncPacing)
+    assert pace.decide(view(arrived={})) == PaceDecision(True, (), (), "async")
+    d = pace.decide(view(arrived={1: 3, 2: 9, 7: 0}, merged={2}))
+    assert d.proceed and d.merge == (1, 7)
+
+
+# ---- SSP -----------------------------------------------------------------------------------
+def test_ssp_waits_for_a_neighbour_beyond_the_bound():
+    ssp = build_pacing(PacingConfig(mode="ssp", max_staleness=2, timeout_s=5.0))
+    assert isinstance(ssp, SSPPacing)
+    # clock 5, s = 2: neighbour 2 at clock 2 (< 3) blocks; heartbeats count as clocks
+    d = ssp.decide(view(arrived={1: 5, 2: 2, 3: 1}, clocks={3: 4}))
+    assert d == PaceDecision(False, (), (2,), "waiting")
+    d = ssp.decide(view(arrived={1: 5, 2: 2, 3: 1}, clocks={2: 3, 3: 4}))
+    assert d == PaceDecision(True, (1,), (), "within_bound")  # 2's and 3's models are too old
+
+
+def test_ssp_timeout_and_dead_never_merge_stale_models():
+    ssp = SSPPacing(max_staleness=1, timeout_s=5.0)
+    d = ssp.decide(view(arrived={1: 4, 2: 0}, expected=(1, 2), now_s=105.0))
+    assert d == PaceDecision(True, (1,), (2,), "timeout")
+    d = ssp.decide(view(arrived={1: 4, 2: 0}, expected=(1, 2), dead={2}))
+    assert d == PaceDecision(True, (1,), (2,), "rest_dead")
+    d = ssp.decide(view(arrived={1: 4, 2: 7}, expected=(1, 2), merged={2}))
+    assert d.proceed and d.merge == (1,)
+
+
+def test_ssp_zero_is_sync_on_clocks():
+    ssp = SSPPacing(max_staleness=0, timeout_s=5.0)
+    assert not ssp.decide(view(arrived={1: 5, 2: 5}, clocks={3: 4})).proceed
+    assert ssp.decide(view(arrived={1: 5, 2: 5}, clocks={3: 5})).merge == (1, 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    clock=st.integers(0, 30), s=st.integers(0, 4),
+    rounds=st.dictionaries(st.integers(1, 6), st.integers(0, 40), max_size=6),
+    clocks=st.dictionaries(st.integers(1, 6), st.integers(0, 40), max_size=6),
+    dead=st.frozensets(st.integers(1, 6)), waited_s=st.floats(0, 20),
+)
+def test_ssp_never_merges_or_advances_beyond_the_bound(clock, s, rounds, clocks, dead, waited_s):
+    v = view(clock=clock, now_s=100.0 + waited_s, expected=(1, 2, 3, 4, 5, 6), arrived=rounds,
+             clocks=clocks, dead=dead)
+    d = SSPPacing(max_staleness=s, timeout_s=10.0).decide(v)
+    assert all(rounds[j] >= clock - s for j in d.merge)  # never a model more than s behind
+    if d.proceed and waited_s < 10.0:  # before the timeout only dead peers may lag
+        lagging = {j for j in v.expected if max(rounds.get(j, -1), clocks.get(j, -1)) < clock - s}
+        assert lagging <= dead
+        assert set(d.missing) == lagging
+
+
+# ---- backup --------------------------------------------------------------------------------
+def test_backup_takes_the_first_k_by_arrival_and_ignores_late_ones():
+    backup = build_pacing(PacingConfig(mode="backup", backup_k=2))
+    assert isinstance(backup, BackupPacing)
+    one = backup.decide(view(arrived={3: 5, 1: 4}, order=(1, 3)))
+    assert one == PaceDecision(False, (), (1, 2), "waiting")
+    # 3 arrived first, then 1 (round 5), then 2: the first two are 3 and 1; 2 is late
+    d = backup.decide(view(arrived={1: 5, 2: 5, 3: 5}, order=(3, 1, 2)))
+    assert d == PaceDecision(True, (1, 3), (2,), "first_k")
+    d = backup.decide(view(arrived={1: 5, 2: 5, 3: 5}, order=(2, 3, 1)))
+    assert d.merge == (2, 3) and d.missing == (1,)
+
+
+def test_backup_default_k_is_d_minus_one_and_dead_lower_the_bar():
+    backup = BackupPacing(k=None, timeout_s=3.0)
+    assert [backup.needed(d) for d in (0, 1, 2, 4)] == [0, 1, 1, 3]
+    assert not backup.decide(view(arrived={1: 5}, order=(1,))).proceed
+    assert backup.decide(view(arrived={1: 5, 3: 5}, order=(3, 1))).merge == (1, 3)
+    # k = 2 of 3 but two are dead: the one live model suffices
+    d = BackupPacing(k=2).decide(view(arrived={2: 5}, dead={1, 3}, order=(2,)))
+    assert d.proceed and d.merge == (2,)
+    # timeout: go on with what is there
+    d = backup.decide(view(arrived={2: 5}, order=(2,), now_s=103.0))
+    assert d == PaceDecision(True, (2,), (1, 3), "timeout")
+
+
+# ---- liveness ------------------------------------------------------------------------------
+def test_liveness_death_and_revival():
+    live = Liveness(dead_after_s=3.0, peers=(1, 2), start_s=10.0)
+    assert live.dead(12.0) == frozenset()
+    live.heard(1, 12.0)
+    assert live.dead(13.5) == {2}  # 2 never spoke for 3.5 s
+    assert live.dead(15.5) == {1, 2}
+    live.heard(2, 16.0)
+    assert live.dead(16.0) == {1}  # revived
+    live.heard(1, 17.0, done=True)  # a goodbye: dead at once, until it speaks again
+    assert live.dead(17.0) == {1} and live.is_dead(1, 17.0)
+    live.heard(1, 18.0)
+    assert live.dead(18.0) == frozenset()
+    live.heard(1, 5.0)  # a late, older report does not move the clock back
+    assert live.last_heard_s(1) == 18.0
+    with pytest.raises(ValueError, match="dead_after_s"):
+        Liveness(0.0)
+
+
+# ---- schedule ------------------------------------------------------------------------------
+def test_schedule_counts_pushes_and_pulls():
+    sched = Schedule.from_config(PacingConfig(interval_steps=4, pull_every_steps=10))
+    steps = 100
+    pushes = sum(sched.should_push(s) for s in range(1, steps + 1))
+    pulls = sum(sched.should_pull(s) for s in range(1, steps + 1))
+    assert (pushes, pulls) == (25, 10)
+    assert sched.messages_over(steps, out_degree=2) == {"push": 50, "pull_request": 10,
+                                                         "pull_reply": 10}
+    push_only = Schedule.from_config(PacingConfig(interval_steps=4, push_every_steps=3))
+    assert sum(push_only.should_push(s) for s in range(1, 31)) == 10
+    assert not any(push_only.should_pull(s) for s in range(1, 31))
+    assert push_only.messages_over(30, out_degree=3)["push"] == 30
+    assert not sched.should_push(0)
+    assert sched.should_heartbeat(11.0, 10.0) and not sched.should_heartbeat(10.5, 10.0)
+
+
+# ---- config --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    ({"mode": "bsp"}, "unknown pacing mode 'bsp'"),
+    ({"mode": "ssp", "max_staleness": -1}, r"max_staleness must be >= 0 for pacing='ssp'"),
+    ({"timeout_s": 0}, "timeout_s must be a number > 0"),
+    ({"backup_k": 0}, "backup_k must be an integer >= 1"),
+    ({"dead_after_s": 1.0, "heartbeat_interval_s": 2.0}, "heartbeat_interval_s .* must be <"),
+    ({"interval_steps": 0}, "interval_steps must be an integer >= 1"),
+    ({"pull_every_steps": 2.5}, "pull_every_steps must be an integer >= 1"),
+])
+def test_config_errors_say_what_to_change(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PacingConfig(**kwargs)
