@@ -20,7 +20,7 @@ from gossipml.tasks import TaskConfig, build_task
 
 def train(peer_id: int, peers: dict[int, str], results: dict[int, float]) -> None:
     task = build_task(TaskConfig(model="mlp", lr=0.05), DataConfig(dataset="digits"), peer_id, 2, 0)
-    config = ExperimentConfig.from_dict({"peer": {"interval_steps": 5}})
+    config = ExperimentConfig.from_dict({"pacing": {"mode": "sync", "interval_steps": 5}})
     with Peer(task.model, config, id=peer_id, peers=peers, num_samples=task.num_samples) as peer:
         peer.wait_for_neighbors(timeout_s=10)
         for _ in range(300):  # your own loop: any model, any optimizer

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from gossipml.config import load_experiment
-    from gossipml.runner import run_local
+    from gossipml.runner import run_in_process, run_local
 
     cfg = load_experiment(args.experiment)
     if args.peers is not None:
@@ -66,7 +66,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"{cfg.topology.kind} topology, {cfg.data.dataset}, codec {cfg.codec.spec}, "
                   f"pacing {cfg.pacing.mode}, {cfg.peer.rounds} rounds -> {out}")
     progress = None if args.quiet else _progress_printer(console, cfg.peer.rounds)
-    result = run_local(cfg, out, on_progress=progress, kill_after_s=_parse_kills(args.kill))
+    if cfg.run.mode == "threads":
+        result = run_in_process(cfg, out, on_progress=progress)
+    else:
+        result = run_local(cfg, out, on_progress=progress, kill_after_s=_parse_kills(args.kill))
     _print_summary(console, result.summary)
     if not result.ok:
         console.print(f"[red]failed peers: {result.summary['failed_peers']}[/red] "

@@ -81,7 +81,7 @@ class Peer:
         self.pacing = build_pacing(cfg.pacing)
         self.codec = build_codec(cfg.codec)
         self.aggregator = build_aggregator(cfg.aggregation)
-        self.interval_steps = cfg.peer.interval_steps
+        self.interval_steps = cfg.pacing.interval_steps
         params = exchanged_state(model)
         self._device = next(iter(params.values())).device if params else torch.device("cpu")
         self._expected = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape))
@@ -191,6 +191,8 @@ class Peer:
             clock=r, now_s=now, waiting_since_s=since_s, expected=expected,
             arrived_rounds={j: a.round for j, a in models.items()},
             known_clocks=clocks, dead=frozenset(dead),
+            merged=frozenset(j for j, a in models.items() if a.merged),
+            arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
         )
 
     def _pace(self, r: int):
@@ -272,7 +274,7 @@ class Peer:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        interval = self.config.transport.heartbeat_interval_s
+        interval = self.config.pacing.heartbeat_interval_s
         if self.clock == 0 and self.local_steps == 0:
             interval = min(interval, 0.1)  # start-up: find the neighbours quickly
         if now - self._last_heartbeat_s >= interval:

@@ -24,7 +24,7 @@ from gossipml.events import read_events
 from gossipml.peersfile import PeerEntry, write_peers
 from gossipml.results import events_path, plot_accuracy, summarize, write_summary
 
-__all__ = ["RunResult", "free_ports", "run_local", "child_env"]
+__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "child_env"]
 
 
 @dataclass
@@ -150,6 +150,72 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers, {cfg.topology.kind}")
     return RunResult(out, summary, codes)
+
+
+def run_in_process(cfg: ExperimentConfig, out: Path, *,
+                   on_progress: Callable[[list[dict[str, Any]], float], None] | None = None,
+                   progress_interval_s: float = 1.0) -> RunResult:
+    """Run every peer as a thread of this process over ``inproc://`` (the computation-parallel
+    mode, and the cheap way to run many small peers): same Peer, same wire format, one zmq
+    context and one copy of the dataset shared by all."""
+    import threading
+
+    import torch
+    import zmq
+
+    from gossipml.data import load_dataset
+    from gossipml.peer import Peer
+    from gossipml.tasks import build_task
+
+    n = cfg.run.n_peers
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    addresses = {i: f"inproc://gossipml-{tag}-{i}" for i in range(n)}
+    write_peers(out / "peers.toml", [PeerEntry(i, a) for i, a in addresses.items()])
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    torch.set_num_threads(cfg.run.torch_threads)
+    dataset = load_dataset(cfg.data.dataset, cfg.data.path)
+    ctx = zmq.Context()
+    errors: dict[int, BaseException] = {}
+    t0 = time.monotonic()
+    peers = []
+    for i in range(n):  # build (and bind) every peer before any connects: inproc needs the bind
+        torch.manual_seed(cfg.run.seed + i)
+        task = build_task(cfg.task, cfg.data, i, n, cfg.run.seed, dataset=dataset)
+        peers.append((Peer(task.model, cfg, id=i, peers=addresses, num_samples=task.num_samples,
+                           events_path=str(events_path(out, i)), context=ctx), task))
+    for peer, _ in peers:
+        peer.start()
+
+    def main(i: int) -> None:
+        peer, task = peers[i]
+        try:
+            peer.run(task)
+        except BaseException as exc:  # reported as a failed peer
+            errors[i] = exc
+        finally:
+            peer.close()
+
+    threads = [threading.Thread(target=main, args=(i,), daemon=True, name=f"peer-{i}")
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    last = 0.0
+    while any(t.is_alive() for t in threads) and time.monotonic() - t0 < cfg.run.deadline_s:
+        time.sleep(0.2)
+        if on_progress is not None and time.monotonic() - last >= progress_interval_s:
+            last = time.monotonic()
+            on_progress(progress_rows(out, n), last - t0)
+    wall_s = time.monotonic() - t0
+    hung = [i for i, t in enumerate(threads) if t.is_alive()]
+    if not hung:
+        ctx.term()
+    summary = summarize(out, n, wall_s=wall_s, failed=sorted(set(errors) | set(hung)),
+                        extra={**_extra(cfg, out, wall_s), "mode": "threads",
+                               "errors": {str(k): repr(v) for k, v in errors.items()}})
+    write_summary(out, summary)
+    plot_accuracy(out, n, title=f"{cfg.name}: {n} peers in one process, {cfg.topology.kind}")
+    return RunResult(out, summary, {i: (1 if i in errors or i in hung else 0) for i in range(n)})
 
 
 def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:

@@ -20,8 +20,6 @@ class PeerConfig:
     """How one peer runs its loop: rounds, local steps between exchanges, evaluation, waits."""
 
     rounds: int = 30
-    interval_steps: int = 10  # local optimizer steps between two exchanges (H)
-    content: str = "params"  # "params" or "delta" (CHOCO-style change since the last exchange)
     eval_every_rounds: int = 5
     startup_timeout_s: float = 30.0  # wait this long for in-neighbours to say hello
     compute_slowdown: float = 1.0  # emulate a slow peer: sleep (factor - 1) x step time
@@ -30,10 +28,6 @@ class PeerConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"[peer] rounds must be >= 1, got {self.rounds}")
-        if self.interval_steps < 1:
-            raise ConfigError(f"[peer] interval_steps must be >= 1, got {self.interval_steps}")
-        if self.content not in ("params", "delta"):
-            raise ConfigError(f"[peer] content must be 'params' or 'delta', got {self.content!r}")
         if self.eval_every_rounds < 1:
             raise ConfigError("[peer] eval_every_rounds must be >= 1")
         if self.startup_timeout_s <= 0:
@@ -53,7 +47,6 @@ class TransportConfig:
     linger_s: float = 1.0
     send_timeout_s: float = 1.0
     poll_interval_s: float = 0.02
-    heartbeat_interval_s: float = 1.0
     shm: bool = True  # same-host fast path: tensor bytes through shared memory
     shm_min_bytes: int = 1 << 20
     curve_keys_dir: str | None = None  # CURVE: this peer's keys and the allow-list live here
@@ -64,7 +57,7 @@ class TransportConfig:
         for name in ("send_hwm", "recv_hwm"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[transport] {name} must be >= 1")
-        for name in ("linger_s", "send_timeout_s", "poll_interval_s", "heartbeat_interval_s"):
+        for name in ("linger_s", "send_timeout_s", "poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[transport] {name} must be > 0")
 

@@ -49,8 +49,8 @@ def _attacks(model: torch.nn.Module) -> dict[str, list[bytes]]:
 def test_peer_rejects_each_bad_message_and_keeps_training():
     addresses = loopback_peers(2)
     cfg = ExperimentConfig.from_dict({
-        "pacing": {"mode": "sync", "timeout_s": 5.0},
-        "peer": {"interval_steps": 5, "startup_timeout_s": 10.0},
+        "pacing": {"mode": "sync", "timeout_s": 5.0, "interval_steps": 5},
+        "peer": {"startup_timeout_s": 10.0},
         "transport": {"max_message_bytes": 1 << 20},
     })
     tasks = [build_task(TaskConfig(model="mlp", lr=0.05), DataConfig(dataset="digits"), i, 2, 0)
@@ -89,7 +89,7 @@ def test_peer_rejects_each_bad_message_and_keeps_training():
 def test_nan_model_from_a_neighbour_is_rejected_and_not_merged():
     addresses = loopback_peers(2)
     cfg = ExperimentConfig.from_dict({"pacing": {"mode": "sync", "timeout_s": 1.0},
-                                      "peer": {"interval_steps": 1, "startup_timeout_s": 10.0}})
+                                      "peer": {"startup_timeout_s": 10.0}})
     models = [torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)]
     with torch.no_grad():
         models[1].weight.fill_(float("nan"))

@@ -46,9 +46,9 @@ deadline_s = 150
 mode = "sync"
 timeout_s = 2.0
 dead_after_s = 3.0
+interval_steps = 5
 [peer]
 rounds = 25
-interval_steps = 5
 """)
     out = tmp_path / "run"
     proc = _run_cli(["run", str(exp), "--out", str(out), "--quiet", "--kill", "2@12"],

@@ -10,8 +10,8 @@ from tests.helpers import loopback_peers, run_threads
 
 
 def _config(**tables) -> ExperimentConfig:
-    base = {"pacing": {"mode": "sync", "timeout_s": 5.0}, "topology": {"kind": "ring"},
-            "peer": {"interval_steps": 1, "startup_timeout_s": 10.0}}
+    base = {"pacing": {"mode": "sync", "timeout_s": 5.0, "interval_steps": 1},
+            "topology": {"kind": "ring"}, "peer": {"startup_timeout_s": 10.0}}
     base.update(tables)
     return ExperimentConfig.from_dict(base)
 
@@ -45,7 +45,7 @@ def test_embedded_peers_training_on_digits_move_toward_each_other():
     from gossipml.tasks import TaskConfig, build_task
 
     addresses = loopback_peers(2)
-    cfg = _config(peer={"interval_steps": 5, "startup_timeout_s": 10.0})
+    cfg = _config(pacing={"mode": "sync", "timeout_s": 5.0, "interval_steps": 5})
     tasks = [build_task(TaskConfig(model="mlp", lr=0.05), DataConfig(dataset="digits"), i, 2, 0)
              for i in range(2)]
     with torch.no_grad():  # different random inits, far apart
