@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,6 +131,22 @@ def test_backup_default_k_is_d_minus_one_and_dead_lower_the_bar():
     assert d == PaceDecision(True, (2,), (1, 3), "timeout")
 
 
+@settings(max_examples=100, deadline=None)
+@given(clock=st.integers(0, 10), k=st.integers(1, 6),
+       rounds=st.dictionaries(st.integers(1, 6), st.integers(0, 12), max_size=6),
+       dead=st.frozensets(st.integers(1, 6)), seed=st.integers(0, 1000))
+def test_backup_merges_a_prefix_of_the_arrivals_never_more_than_k(clock, k, rounds, dead, seed):
+    order = tuple(np.random.default_rng(seed).permutation(sorted(rounds)).tolist())
+    v = view(clock=clock, expected=(1, 2, 3, 4, 5, 6), arrived=rounds, dead=dead, order=order)
+    d = BackupPacing(k=k, timeout_s=10.0).decide(v)
+    on_time = [j for j in order if rounds[j] >= clock]
+    if d.proceed:
+        assert sorted(d.merge) == sorted(on_time[:k])  # the first k by arrival, late ones ignored
+        assert set(d.missing) == set(v.expected) - set(d.merge)
+    else:
+        assert len(on_time) < k and any(j not in dead for j in d.missing)
+
+
 # ---- liveness ------------------------------------------------------------------------------
 def test_liveness_death_and_revival():
     live = Liveness(dead_after_s=3.0, peers=(1, 2), start_s=10.0)
@@ -179,3 +196,64 @@ def test_schedule_counts_pushes_and_pulls():
 def test_config_errors_say_what_to_change(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PacingConfig(**kwargs)
+
+
+# ---- a pure simulation: 4 peers on a ring, peer 0 three times slower ---------------------
+def _simulate(pacing, rounds=12, n=4, slow=0, dt=0.05):
+    """Discrete-time run of the policies (no sockets): returns per-peer finish time, the wait
+    time, and every merge/advance as (peer, clock, {neighbour: clock or model round})."""
+    step_s = {i: (3.0 if i == slow else 1.0) for i in range(n)}
+    nbrs = {i: ((i - 1) % n, (i + 1) % n) for i in range(n)}
+    clock, busy_until = dict.fromkeys(range(n), 0), {i: step_s[i] for i in range(n)}
+    inbox = {i: {} for i in range(n)}  # receiver -> sender -> round held
+    order = {i: [] for i in range(n)}
+    merged = {i: set() for i in range(n)}
+    since, waited, finish, log = {}, dict.fromkeys(range(n), 0.0), {}, []
+    t = 0.0
+    while len(finish) < n and t < 200:
+        t = round(t + dt, 6)
+        for i in range(n):
+            if i in finish or t < busy_until[i]:
+                continue
+            if i not in since:  # local steps done: publish round clock[i]
+                since[i] = t
+                for j in nbrs[i]:
+                    inbox[j][i] = clock[i]
+                    order[j] = [p for p in order[j] if p != i] + [i]
+                    merged[j].discard(i)
+            v = PaceView(clock[i], t, since[i], nbrs[i], dict(inbox[i]),
+                         {j: clock[j] for j in nbrs[i]}, frozenset(), frozenset(merged[i]),
+                         tuple(order[i]))
+            d = pacing.decide(v)
+            if not d.proceed:
+                continue
+            log.append((i, clock[i], {j: inbox[i][j] for j in d.merge},
+                        {j: clock[j] for j in nbrs[i]}))
+            merged[i] |= set(d.merge)
+            waited[i] += t - since.pop(i)
+            clock[i] += 1
+            busy_until[i] = t + step_s[i]
+            if clock[i] == rounds:
+                finish[i] = t
+    return finish, waited, log
+
+
+def test_simulated_ring_with_a_slow_peer_respects_each_mode():
+    fast = (1, 2, 3)
+    sync_finish, _, sync_log = _simulate(SyncPacing(timeout_s=100.0))
+    assert all(len(m) == 2 and min(m.values()) >= c for _, c, m, _ in sync_log)
+    assert min(sync_finish[i] for i in fast) > 33  # paced by the slow peer: 12 rounds x 3 s
+    ssp_fast_finish = []
+    for s in (1, 2, 4):
+        finish, _, log = _simulate(SSPPacing(max_staleness=s, timeout_s=100.0))
+        for _, c, merged_rounds, nbr_clocks in log:  # the SSP(s) bound, as an event log shows it
+            assert all(rnd >= c - s for rnd in merged_rounds.values())
+            assert all(k >= c - s for k in nbr_clocks.values())
+        ssp_fast_finish.append(max(finish[i] for i in fast))
+    assert ssp_fast_finish == sorted(ssp_fast_finish, reverse=True)  # looser bound, faster
+    assert ssp_fast_finish[0] < max(sync_finish[i] for i in fast)
+    async_finish, async_waited, _ = _simulate(AsyncPacing())
+    assert sum(async_waited.values()) == 0.0 and max(async_finish[i] for i in fast) < 12.1
+    backup_finish, _, backup_log = _simulate(BackupPacing(k=1, timeout_s=100.0))
+    assert all(len(m) == 1 and min(m.values()) >= c for _, c, m, _ in backup_log)
+    assert max(backup_finish[i] for i in fast) < 13  # 1 of 2: never waits for the slow one
