@@ -77,10 +77,9 @@ class PacingConfig:
                              f"d - 1), got {self.backup_k!r}")
         for name in ("interval_steps", "push_every_steps", "pull_every_steps"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if (value is not None or name == "interval_steps") and (
+                    not _is_int(value) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 (local steps), got {value!r}")
-        if self.interval_steps is None:
-            raise ValueError("interval_steps must be an integer >= 1 (local steps), got None")
 
 
 @dataclass(frozen=True)
@@ -139,6 +138,10 @@ class Pacing(Protocol):
         ...
 
 
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def _timed_out(view: PaceView, timeout_s: float) -> bool:
     return view.waited_s >= timeout_s
 
@@ -186,8 +189,7 @@ class SSPPacing:
     def decide(self, view: PaceView) -> PaceDecision:
         """Proceed when no live expected neighbour lags more than s; merge only models within s."""
         floor = view.clock - self.max_staleness
-        lagging = [j for j in view.expected if (view.clock_of(j) if view.clock_of(j) is not None
-                                                else -1) < floor]
+        lagging = [j for j in view.expected if _or(view.clock_of(j), -1) < floor]
         blocking = [j for j in lagging if j not in view.dead]
         fresh = [j for j, rnd in view.arrived_rounds.items()
                  if rnd >= floor and j not in view.merged]
