@@ -61,7 +61,8 @@ class PacingConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in PACING_MODES:
-            raise ValueError(f"unknown pacing mode {self.mode!r}; choose one of {list(PACING_MODES)}")
+            raise ValueError(f"unknown pacing mode {self.mode!r}; "
+                             f"choose one of {list(PACING_MODES)}")
         for name in ("timeout_s", "dead_after_s", "heartbeat_interval_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -105,7 +106,7 @@ class PaceView:
         return self.now_s - self.waiting_since_s
 
     def clock_of(self, peer: int) -> int | None:
-        """Best known clock of ``peer``: the max of its announced clock and its held model's round."""
+        """Best known clock of ``peer``: max of its announced clock and its held model's round."""
         known = [v for v in (self.known_clocks.get(peer), self.arrived_rounds.get(peer))
                  if v is not None]
         return max(known) if known else None
@@ -304,7 +305,7 @@ class Schedule:
 
     def messages_over(self, steps: int, out_degree: int, pull_fanout: int = 1) -> dict[str, int]:
         """Messages one peer sends and gets over ``steps`` local steps: pushes ``(steps //
-        H_push) * out_degree``, pull requests and replies ``(steps // H_pull) * pull_fanout`` each."""
+        H_push) * out_degree``; pull requests and replies ``(steps // H_pull) * pull_fanout``."""
         pushes = steps // self.push_every_steps * out_degree
         pulls = steps // self.pull_every_steps * pull_fanout if self.pull_every_steps else 0
         return {"push": pushes, "pull_request": pulls, "pull_reply": pulls}

@@ -69,7 +69,8 @@ class TopologyConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"topology seed must be an integer >= 0, got {self.seed!r}")
         if self.kind == "edges" and not self.path:
-            raise ValueError("topology kind 'edges' needs path = \"FILE\" (lines 'a b' or 'a -> b')")
+            raise ValueError("topology kind 'edges' needs path = \"FILE\" "
+                             "(lines 'a b' or 'a -> b')")
 
 
 class _Graph(NamedTuple):
@@ -272,7 +273,7 @@ class Topology:
         return w
 
     def spectral_gap(self) -> float | None:
-        """``1 - |lambda_2(W)|`` for a static graph (1 = mixes in one step); None if time-varying."""
+        """``1 - |lambda_2(W)|`` of a static graph (1: one-step mixing); None if time-varying."""
         return spectral_gap_of(self.mixing_matrix(0)) if self.is_static else None
 
     def __repr__(self) -> str:

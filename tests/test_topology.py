@@ -1,4 +1,4 @@
-"""Topologies: degrees, symmetry, mixing weights, spectral gaps, seeded random graphs, edge files."""
+"""Topologies: degrees, symmetry, mixing weights, spectral gaps, seeded random graphs, edges."""
 
 from __future__ import annotations
 
