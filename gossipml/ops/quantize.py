@@ -23,13 +23,6 @@ CHUNK_NUMEL = 1 << 18
 _SHRINK = 1.0 - 2.0**-20
 
 
-def _block_stats(x2d: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (lo, scale) of a 2-D float tensor; amax/amin beat aminmax(dim) ~4x on CPU."""
-    lo = x2d.amin(dim=1)
-    scale = x2d.amax(dim=1).sub_(lo).div_(levels)
-    return lo, scale
-
-
 def block_quantize(
     flat: torch.Tensor, bits: int, block: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -47,43 +40,46 @@ def block_quantize(
     x = flat if flat.dtype == torch.float32 else flat.float()
     codes = torch.empty(n, dtype=torch.uint8, device=x.device)
     n_full = (n // block) * block
-    los, scales = [], []
+    n_blocks = -(-n // block)
+    lo = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
+    scale = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
     if n_full:
-        lo, scale = _block_stats(x[:n_full].view(-1, block), levels)
-        _quantize_rows(x[:n_full].view(-1, block), lo, scale, levels, codes[:n_full], generator)
-        los.append(lo)
-        scales.append(scale)
+        _quantize_rows(x[:n_full].view(-1, block), lo[: n_full // block],
+                       scale[: n_full // block], levels, codes[:n_full], generator)
     if n > n_full:
-        tail = x[n_full:].view(1, -1)
-        lo, scale = _block_stats(tail, levels)
-        _quantize_rows(tail, lo, scale, levels, codes[n_full:], generator)
-        los.append(lo)
-        scales.append(scale)
-    if not los:
-        empty = torch.empty(0, dtype=torch.float32, device=x.device)
-        return codes, empty, empty
-    return codes, torch.cat(los), torch.cat(scales)
+        _quantize_rows(x[n_full:].view(1, -1), lo[-1:], scale[-1:], levels, codes[n_full:],
+                       generator)
+    return codes, lo, scale
 
 
 def _quantize_rows(
     x2d: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, levels: int,
     codes: torch.Tensor, generator: torch.Generator | None,
 ) -> None:
-    """Write codes of ``x2d`` rows into ``codes`` (flat uint8), chunk by chunk."""
-    inv = torch.where(scale > 0, scale.reciprocal(), torch.zeros_like(scale)).mul_(_SHRINK)
-    inv = inv.unsqueeze_(1)
-    half = 0.5 if generator is None else 0.0
-    bias = torch.addcmul(torch.full_like(inv, half), lo.unsqueeze(1), inv, value=-1.0)
-    rows_per_chunk = max(1, CHUNK_NUMEL // x2d.shape[1])
+    """Fill per-row ``lo``/``scale`` and write the codes of ``x2d`` rows into ``codes`` (flat
+    uint8), chunk by chunk: stats, affine map and cast all hit the chunk while it is in cache.
+    amin/amax(dim) are used because they beat aminmax(dim) ~4x on CPU."""
     width = x2d.shape[1]
-    work = torch.empty(min(rows_per_chunk, x2d.shape[0]) * width, device=x2d.device)
+    rows_per_chunk = max(1, CHUNK_NUMEL // width)
+    rows0 = min(rows_per_chunk, x2d.shape[0])
+    work = torch.empty(rows0, width, device=x2d.device)
+    inv = torch.empty(rows0, 1, device=x2d.device)
+    bias = torch.empty(rows0, 1, device=x2d.device)
+    half = torch.tensor(0.5 if generator is None else 0.0, device=x2d.device)
     for r0 in range(0, x2d.shape[0], rows_per_chunk):
         r1 = min(r0 + rows_per_chunk, x2d.shape[0])
-        w = work[: (r1 - r0) * width].view(r1 - r0, width)
-        torch.addcmul(bias[r0:r1], x2d[r0:r1], inv[r0:r1], out=w)
+        m = r1 - r0
+        xs, lo_c, sc_c, w, inv_c, b = x2d[r0:r1], lo[r0:r1], scale[r0:r1], work[:m], inv[:m], bias[:m]
+        torch.amin(xs, 1, out=lo_c)
+        torch.amax(xs, 1, out=sc_c)
+        sc_c.sub_(lo_c).div_(levels)
+        torch.reciprocal(sc_c, out=inv_c[:, 0])
+        inv_c.nan_to_num_(0.0, 0.0, 0.0).mul_(_SHRINK)  # constant block: scale 0 -> code 0
+        torch.addcmul(half, lo_c.unsqueeze(1), inv_c, value=-1.0, out=b)
+        torch.addcmul(b, xs, inv_c, out=w)
         if generator is not None:
             w.add_(torch.rand(w.shape, generator=generator, device=w.device)).clamp_(0, levels)
-        codes[r0 * width : r1 * width].view(r1 - r0, width).copy_(w)
+        codes[r0 * width : r1 * width].view(m, width).copy_(w)
 
 
 def block_dequantize(
