@@ -1,0 +1,87 @@
+"""The ``[data]`` table: which dataset, how it is split among peers, and the synthetic streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DataConfig", "DATASETS", "SYNTHETIC_DATASETS", "PARTITIONS", "DEFAULT_FMNIST_PATH"]
+
+DEFAULT_FMNIST_PATH = "/usr/share/datasets/fashion-mnist"
+SYNTHETIC_DATASETS: tuple[str, ...] = ("synthetic_linear", "synthetic_logistic", "synthetic_gmm")
+DATASETS: tuple[str, ...] = ("digits", "fmnist", *SYNTHETIC_DATASETS)
+PARTITIONS: tuple[str, ...] = ("iid", "sample", "dirichlet", "shards", "quantity")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and partition of one experiment (every peer computes the same split from ``seed``).
+
+    ``partition``: ``iid`` shuffle-and-split without replacement; ``sample`` each peer draws its
+    own i.i.d. sample with replacement of ``sample_fraction * N`` items (default ``N / n_peers``);
+    ``dirichlet`` label skew Dirichlet(``alpha``); ``shards`` exactly ``shards_per_peer`` classes
+    per peer; ``quantity`` sizes from Dirichlet(``alpha``), labels i.i.d. ``min_samples`` is the
+    smallest part ``dirichlet`` and ``quantity`` may give a peer.
+    ``stream = true`` (synthetic datasets only) trains on fresh batches drawn for ever instead of a
+    fixed training set; the ``synthetic_*`` fields shape those distributions.
+    """
+
+    dataset: str = "digits"
+    path: str | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_peer: int = 2
+    sample_fraction: float | None = None
+    min_samples: int = 10
+    seed: int = 0
+    stream: bool = False
+    synthetic_features: int = 20
+    synthetic_classes: int = 3
+    synthetic_noise: float = 0.1
+    synthetic_train_size: int = 4000
+    synthetic_test_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"unknown partition {self.partition!r}; choose one of "
+                             f"{list(PARTITIONS)}")
+        if self.path is not None and not isinstance(self.path, str):
+            raise ValueError(f"data path must be a string (a folder), got {self.path!r}")
+        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) \
+                or not self.alpha > 0:
+            raise ValueError(f"data alpha must be > 0 (0.1 very skewed, 100 near uniform), "
+                             f"got {self.alpha!r}")
+        if not _is_int(self.shards_per_peer) or self.shards_per_peer < 1:
+            raise ValueError(f"shards_per_peer must be an integer >= 1, got {self.shards_per_peer!r}")
+        if self.sample_fraction is not None and not 0 < self.sample_fraction <= 100:
+            raise ValueError(f"sample_fraction must be in (0, 100] (each peer draws "
+                             f"fraction * N samples) or unset, got {self.sample_fraction!r}")
+        if not _is_int(self.min_samples) or self.min_samples < 0:
+            raise ValueError(f"min_samples must be an integer >= 0, got {self.min_samples!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"data seed must be an integer >= 0, got {self.seed!r}")
+        if self.stream and self.dataset not in SYNTHETIC_DATASETS:
+            raise ValueError(f"stream = true needs a synthetic dataset "
+                             f"{list(SYNTHETIC_DATASETS)}, got dataset {self.dataset!r}")
+        self._check_synthetic()
+
+    def _check_synthetic(self) -> None:
+        for name in ("synthetic_features", "synthetic_train_size", "synthetic_test_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not _is_int(self.synthetic_classes) or self.synthetic_classes < 2:
+            raise ValueError(f"synthetic_classes must be an integer >= 2, "
+                             f"got {self.synthetic_classes!r}")
+        if not isinstance(self.synthetic_noise, (int, float)) or self.synthetic_noise < 0:
+            raise ValueError(f"synthetic_noise must be >= 0, got {self.synthetic_noise!r}")
+
+    @property
+    def is_synthetic(self) -> bool:
+        """Whether the dataset is one of the synthetic distributions."""
+        return self.dataset in SYNTHETIC_DATASETS

@@ -1,0 +1,61 @@
+"""The ``[task]`` table: model, local optimizer, batches, device and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TaskConfig", "MODELS", "LINEAR_MODELS", "OPTIMIZERS"]
+
+LINEAR_MODELS: tuple[str, ...] = ("logreg", "svm", "lstsq")
+MODELS: tuple[str, ...] = ("mlp", "cnn", *LINEAR_MODELS)
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "lbfgs")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"task {name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What a peer trains and how: ``model`` (mlp, cnn, logreg, svm, lstsq), ``optimizer`` (sgd,
+    adam, adamw, lbfgs) with ``lr``/``momentum``/``weight_decay``, ``batch_size`` items per step,
+    ``device`` (auto, cpu, cuda, cuda:N), and evaluation on at most ``eval_max_samples`` test items
+    in batches of ``eval_batch_size``. ``hidden`` is the mlp's width; ``same_init`` starts every
+    peer from the same weights (seeded by the run seed) rather than from its own."""
+
+    model: str = "mlp"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    device: str = "auto"
+    eval_batch_size: int = 1024
+    eval_max_samples: int | None = None
+    hidden: int = 128
+    same_init: bool = True
+    lbfgs_max_iter: int = 10
+    lbfgs_history: int = 10
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of "
+                             f"{list(OPTIMIZERS)}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"task lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"task momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"task weight_decay must be >= 0, got {self.weight_decay!r}")
+        for name in ("batch_size", "eval_batch_size", "hidden", "lbfgs_max_iter",
+                     "lbfgs_history"):
+            _positive_int(name, getattr(self, name))
+        if self.eval_max_samples is not None:
+            _positive_int("eval_max_samples", self.eval_max_samples)
+        dev = str(self.device)
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:")
+                                                    and dev[5:].isdigit())):
+            raise ValueError(f"task device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
