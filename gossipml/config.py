@@ -23,6 +23,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from gossipml.aggregation import AggregationConfig
 from gossipml.codecs import CodecConfig
 from gossipml.data import DataConfig
+from gossipml.emulation import LinkEmulation
 from gossipml.pacing import PacingConfig
 from gossipml.settings import ConfigError, PeerConfig, RunConfig, TransportConfig
 from gossipml.tasks import TaskConfig
@@ -49,6 +50,7 @@ _PARTS: dict[str, type] = {
     "peer": PeerConfig,
     "transport": TransportConfig,
     "run": RunConfig,
+    "emulation": LinkEmulation,
 }
 
 
@@ -66,6 +68,7 @@ class ExperimentConfig:
     peer: PeerConfig = field(default_factory=PeerConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    emulation: LinkEmulation = field(default_factory=LinkEmulation)
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "ExperimentConfig":

@@ -19,7 +19,7 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
     """
     cfg = peer.config.peer
     rounds = cfg.rounds if rounds is None else rounds
-    slowdown = cfg.compute_slowdown if (not cfg.slow_peers or peer.id in cfg.slow_peers) else 1.0
+    slowdown = peer.config.emulation.slowdown(peer.id)
     peer.wait_for_neighbors()
     metrics: dict[str, Any] = {}
     for r in range(rounds):

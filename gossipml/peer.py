@@ -100,6 +100,7 @@ class Peer:
             id, bind or bind_address(peers[id]),
             {j: peers[j] for j in self._neighbor_ids}, cfg.transport, self._on_frames,
             context=context, on_tick=self._tick,
+            link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
         )
 
     # ---- lifecycle ----------------------------------------------------------------------

@@ -22,8 +22,6 @@ class PeerConfig:
     rounds: int = 30
     eval_every_rounds: int = 5
     startup_timeout_s: float = 30.0  # wait this long for in-neighbours to say hello
-    compute_slowdown: float = 1.0  # emulate a slow peer: sleep (factor - 1) x step time
-    slow_peers: tuple[int, ...] = ()  # ids the slowdown applies to (empty: all peers)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -32,9 +30,6 @@ class PeerConfig:
             raise ConfigError("[peer] eval_every_rounds must be >= 1")
         if self.startup_timeout_s <= 0:
             raise ConfigError("[peer] startup_timeout_s must be > 0")
-        if self.compute_slowdown < 1.0:
-            raise ConfigError("[peer] compute_slowdown must be >= 1.0 (1.0 = full speed)")
-        object.__setattr__(self, "slow_peers", tuple(int(p) for p in self.slow_peers))
 
 
 @dataclass(frozen=True)
