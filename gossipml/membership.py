@@ -121,7 +121,7 @@ class View:
         self._entries.pop(peer_id, None)
 
     def trim(self, evict_first: Iterable[int] = ()) -> list[int]:
-        """Shrink to capacity: drop ``evict_first`` ids (oldest first), then the oldest; return dropped ids."""
+        """Shrink to capacity: drop ``evict_first`` ids, then the oldest; return the dropped ids."""
         dropped: list[int] = []
         first = sorted((self._entries[p] for p in set(evict_first) if p in self._entries),
                        key=lambda e: (e.last_heard_s, e.peer_id))

@@ -94,7 +94,7 @@ def configure_curve_server(socket: zmq.Socket, keys: KeyPair) -> None:
 
 
 def configure_curve_client(socket: zmq.Socket, keys: KeyPair, server_public_key: bytes) -> None:
-    """Make ``socket`` (an outbound DEALER) a CURVE client of ``server_public_key``; call before ``connect``."""
+    """Make ``socket`` (a DEALER) a CURVE client of ``server_public_key``; call before ``connect``."""
     if len(server_public_key) != 40:
         raise ValueError(f"server public key must be 40 Z85 bytes, got {len(server_public_key)}")
     socket.curve_secretkey = keys.secret

@@ -158,6 +158,7 @@ def test_run_commands_runs_each_and_kills_at_the_timeout(tmp_path):
     codes = run_commands(cmds, timeout_s=20, log_dir=tmp_path / "logs")
     assert codes == {0: 10, 1: 11, 2: 12}  # each remote line ran with its own --id
     assert "'--id', '2'" in (tmp_path / "logs" / "peer-2.log").read_text()
-    sleeper = build_ssh_commands(slots[:1], "p.toml", gossipml=f"{sys.executable} -c 'import time; time.sleep(30)'", ssh=str(fake_ssh),
+    sleep = f"{sys.executable} -c 'import time; time.sleep(30)'"
+    sleeper = build_ssh_commands(slots[:1], "p.toml", gossipml=sleep, ssh=str(fake_ssh),
                                  ssh_options=())
     assert run_commands(sleeper, timeout_s=0.5) == {0: -9}
