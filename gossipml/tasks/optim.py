@@ -38,10 +38,10 @@ def optimizer_step(optimizer: torch.optim.Optimizer,
         optimizer.zero_grad(set_to_none=True)
         loss = loss_of()
         loss.backward()
-        return loss
+        return loss.detach()
 
     if isinstance(optimizer, torch.optim.LBFGS):
         return float(optimizer.step(closure))
     loss = closure()
     optimizer.step()
-    return float(loss.detach())
+    return float(loss)
