@@ -150,3 +150,35 @@ def test_model_data_mismatch_is_explained(digits) -> None:
                    DataConfig(dataset="synthetic_linear"), 0, 1, 0)
     with pytest.raises(ValueError, match="peer_index 4"):
         build_task(TaskConfig(device="cpu"), DataConfig(), 4, 4, 0, dataset=digits)
+
+
+def test_feature_split_gradients_equal_the_full_gradient(digits) -> None:
+    from gossipml.data import feature_blocks
+    from gossipml.tasks.linear import block_gradient, margin_loss_and_grad, partial_margin
+
+    x, y = torch.as_tensor(digits.x_train[:200]), torch.as_tensor(digits.y_train[:200])
+    w = torch.randn(10, 64, generator=torch.Generator().manual_seed(0)) * 0.1
+    b = torch.zeros(10)
+    for model in ("logreg", "svm", "lstsq"):
+        blocks = feature_blocks(64, 3)
+        margin = sum(partial_margin(x[:, s], w[:, s]) for s in blocks) + b
+        loss, g = margin_loss_and_grad(model, margin, y, 10)
+        split = torch.cat([block_gradient(g, x[:, s]) for s in blocks], dim=1)
+        wf = w.clone().requires_grad_(True)
+        from gossipml.tasks import loss_function
+        full = loss_function(model, 10)(x @ wf.T + b, y)
+        full.backward()
+        assert abs(loss - float(full.detach())) < 1e-5
+        assert torch.allclose(split, wf.grad, atol=1e-6)
+
+
+def test_reference_loss_is_below_what_sgd_reaches(digits) -> None:
+    from gossipml.tasks.linear import reference_loss
+
+    ref = reference_loss("lstsq", digits)
+    task = build_task(TaskConfig(model="lstsq", lr=0.05, device="cpu"), DataConfig(), 0, 1, 0,
+                      dataset=digits)
+    for _ in range(300):
+        task.train_step()
+    assert 0 < ref <= task.train_loss()
+    assert reference_loss("logreg", digits, l2=1e-2) > reference_loss("logreg", digits) >= 0
