@@ -37,6 +37,6 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             metrics = dict(task.evaluate())
             fields.update(metrics)
         peer.events.emit("round", **fields)
-    final = {**metrics, **peer.stats(), "rounds": rounds, "clock": peer.clock}
+    final = {**metrics, **peer.stats(), "round": rounds - 1, "rounds": rounds, "clock": peer.clock}
     peer.events.emit("final", **final)
     return final

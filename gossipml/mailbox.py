@@ -33,16 +33,19 @@ class Arrival:
 
 @dataclass
 class _State:
-    models: dict[int, Arrival] = field(default_factory=dict)
+    models: dict[int, Arrival] = field(default_factory=dict)  # the newest per sender
+    recent: dict[int, dict[int, Arrival]] = field(default_factory=dict)  # a few rounds per sender
     clocks: dict[int, int] = field(default_factory=dict)
     last_heard_s: dict[int, float] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
+    hears: dict[int, frozenset[int]] = field(default_factory=dict)  # whom each neighbour hears
 
 
 class Mailbox:
     """Thread-safe newest-model-per-sender store with clocks, liveness and bounded waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, rounds_kept: int = 3) -> None:
+        self.rounds_kept = rounds_kept
         self._cond = threading.Condition()
         self._s = _State()
         self._seq = itertools.count()
@@ -53,18 +56,30 @@ class Mailbox:
         now = time.monotonic()
         with self._cond:
             self._note(sender, round_, now)
+            arrival = Arrival(sender, round_, params, dict(info), now, next(self._seq))
+            recent = self._s.recent.setdefault(sender, {})
+            recent[round_] = arrival
+            for old in sorted(recent)[:-self.rounds_kept]:
+                del recent[old]
             held = self._s.models.get(sender)
-            if held is not None and held.round > round_:
-                return False
-            self._s.models[sender] = Arrival(sender, round_, params, dict(info), now,
-                                             next(self._seq))
+            if held is None or held.round <= round_:
+                self._s.models[sender] = arrival
             self._cond.notify_all()
-            return True
+            return round_ in recent
 
-    def heard(self, sender: int, clock: int, *, done: bool = False) -> None:
-        """Record a heartbeat: the sender's clock, that it is alive, and whether it finished."""
+    def at_round(self, sender: int, round_: int) -> Arrival | None:
+        """The model ``sender`` sent for exactly ``round_``, if it is still held."""
+        with self._cond:
+            return self._s.recent.get(sender, {}).get(round_)
+
+    def heard(self, sender: int, clock: int, *, done: bool = False,
+              hears: frozenset[int] | None = None) -> None:
+        """Record a heartbeat: the sender's clock, that it is alive, whether it finished, and
+        (optionally) which peers it hears from (so a link is known to work both ways)."""
         with self._cond:
             self._note(sender, clock, time.monotonic())
+            if hears is not None:
+                self._s.hears[sender] = hears
             if done:
                 self._s.done.add(sender)
             else:
@@ -89,6 +104,12 @@ class Mailbox:
         with self._cond:
             return (dict(self._s.models), dict(self._s.clocks), dict(self._s.last_heard_s),
                     set(self._s.done))
+
+    def linked(self, me: int, peers: set[int]) -> set[int]:
+        """Those of ``peers`` heard from that also hear ``me`` (both directions work)."""
+        with self._cond:
+            return {j for j in peers
+                    if j in self._s.last_heard_s and me in self._s.hears.get(j, frozenset())}
 
     def wait(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until ``predicate()`` (evaluated under the lock) holds or ``timeout_s`` passes."""

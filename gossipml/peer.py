@@ -133,8 +133,8 @@ class Peer:
         """Wait (bounded) until every neighbour has been heard from; returns those not heard."""
         timeout_s = self.config.peer.startup_timeout_s if timeout_s is None else timeout_s
         want = set(self._neighbor_ids)
-        self.mailbox.wait(lambda: want <= set(self.mailbox.snapshot()[2]), timeout_s)
-        missing = want - set(self.mailbox.snapshot()[2])
+        self.mailbox.wait(lambda: self.mailbox.linked(self.id, want) == want, timeout_s)
+        missing = want - self.mailbox.linked(self.id, want)
         if missing:
             log.warning("peer %d: not heard from %s after %.1f s; going on", self.id,
                         sorted(missing), timeout_s)
@@ -213,14 +213,18 @@ class Peer:
         return decision, time.monotonic() - start
 
     def _merge(self, senders: tuple[int, ...], r: int) -> tuple[list[int], list[int]]:
-        models = self.mailbox.snapshot()[0]
+        newest = self.mailbox.snapshot()[0]
         weights = self.topology.mixing_weights(self.id, r)
-        contribs = [
-            Contribution(sender=j, round=models[j].round, params=models[j].params,
-                         weight=float(weights.get(j, 1.0 / (len(senders) + 1))),
-                         num_samples=int(models[j].info.get("num_samples", 0)))
-            for j in senders if j in models
-        ]
+        contribs = []
+        for j in senders:
+            # a neighbour may already be a round ahead: its round-r model, if held, is the one
+            held = self.mailbox.at_round(j, r) or newest.get(j)
+            if held is None:
+                continue
+            contribs.append(Contribution(
+                sender=j, round=held.round, params=held.params,
+                weight=float(weights.get(j, 1.0 / (len(senders) + 1))),
+                num_samples=int(held.info.get("num_samples", 0))))
         if not contribs:
             return [], []
         own = exchanged_state(self.model)
@@ -247,7 +251,9 @@ class Peer:
         if msg.sender not in self.peers or msg.sender == self.id:
             return self._reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
         if msg.kind == "heartbeat":
-            self.mailbox.heard(msg.sender, msg.round, done=bool(msg.info.get("done", False)))
+            hears = msg.info.get("hears", ())
+            self.mailbox.heard(msg.sender, msg.round, done=bool(msg.info.get("done", False)),
+                               hears=frozenset(h for h in hears if isinstance(h, int)))
         elif msg.kind == "model":
             self._accept_model(msg)
         else:
@@ -276,15 +282,16 @@ class Peer:
     def _tick(self) -> None:
         now = time.monotonic()
         interval = self.config.pacing.heartbeat_interval_s
-        if self.clock == 0 and self.local_steps == 0:
+        if self.clock == 0:
             interval = min(interval, 0.1)  # start-up: find the neighbours quickly
         if now - self._last_heartbeat_s >= interval:
             self._send_heartbeat()
 
     def _send_heartbeat(self) -> None:
         self._last_heartbeat_s = time.monotonic()
+        heard = self.mailbox.snapshot()[2]
         msg = Message(kind="heartbeat", sender=self.id, round=self.clock,
-                      info={"done": self._done})
+                      info={"done": self._done, "hears": sorted(heard)})
         self.transport.submit(Outgoing(tuple(self._neighbor_ids), lambda: pack(msg)))
 
     def _all_neighbors(self) -> tuple[int, ...]:

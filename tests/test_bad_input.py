@@ -4,6 +4,7 @@ its reason, and the peer keeps training to normal accuracy."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import msgpack
@@ -55,35 +56,40 @@ def test_peer_rejects_each_bad_message_and_keeps_training():
     })
     tasks = [build_task(TaskConfig(model="mlp", lr=0.05), DataConfig(dataset="digits"), i, 2, 0)
              for i in range(2)]
-    peers: dict[int, Peer] = {}
+    started, attacked = threading.Event(), threading.Event()
 
     def peer_main(i: int):
         with Peer(tasks[i].model, cfg, id=i, peers=addresses) as peer:
-            peers[i] = peer
-            return peer.run(tasks[i], rounds=30), dict(peer.rejected)
+            peer.wait_for_neighbors()
+            for step in range(200):
+                tasks[i].train_step()
+                peer.step()
+                if step == 50:  # mid-training: let the attacker in, then go on
+                    started.set()
+                    assert attacked.wait(30)
+            return tasks[i].evaluate(), dict(peer.rejected), peer.stats()
 
     def attacker():
+        assert started.wait(60)
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(addresses[0])
-        deadline = time.monotonic() + 20
-        while 0 not in peers and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        time.sleep(0.3)
         for frames in _attacks(tasks[0].model).values():
             sock.send_multipart(frames)
-            time.sleep(0.1)
+        time.sleep(0.5)
         sock.close()
         ctx.term()
+        attacked.set()
 
-    (final0, rejected0), (final1, _), _ = run_threads(
+    (final0, rejected0, stats0), (final1, _, _), _ = run_threads(
         [lambda: peer_main(0), lambda: peer_main(1), attacker], 180)
     assert sum(rejected0.values()) >= 5, rejected0
     assert "bad_version" in rejected0 and "wrong_shape" in rejected0, rejected0
     assert "too_large" in rejected0, rejected0
     assert final0["accuracy"] > 0.85 and final1["accuracy"] > 0.85
-    assert final0["rejected"] == sum(rejected0.values())
+    assert stats0["rejected"] == sum(rejected0.values())
 
 
 def test_nan_model_from_a_neighbour_is_rejected_and_not_merged():
