@@ -48,17 +48,19 @@ timeout_s = 2.0
 dead_after_s = 3.0
 interval_steps = 5
 [peer]
-rounds = 25
+rounds = 150
+eval_every_rounds = 50
 """)
     out = tmp_path / "run"
-    proc = _run_cli(["run", str(exp), "--out", str(out), "--quiet", "--kill", "2@12"],
+    proc = _run_cli(["run", str(exp), "--out", str(out), "--quiet", "--kill", "2@1.0"],
                     timeout_s=200)
     assert proc.returncode == 1, proc.stdout[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_peers"] == [2]
     assert not summary["deadline_hit"]
     finished = [p for p in summary["peers"] if p["id"] != 2]
-    assert all(p["finished"] and p["rounds"] == 25 for p in finished)
+    assert all(p["finished"] and p["rounds"] == 150 for p in finished)
+    assert all(p["final_accuracy"] > 0.8 for p in finished)
     assert "failed peers: [2]" in proc.stdout
 
 
