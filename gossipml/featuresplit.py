@@ -155,7 +155,8 @@ class FeatureSplitPeer:
     def handshake(self, timeout_s: float) -> None:
         """Say hello until every peer has heard every other (links up before the first partial);
         shares ``|X_p|_2^2`` (with the bias column on peer 0) for the step size."""
-        aug = self.x if self.bias is None else torch.cat([self.x, torch.ones_like(self.x[:, :1])], 1)
+        ones = torch.ones_like(self.x[:, :1])
+        aug = self.x if self.bias is None else torch.cat([self.x, ones], 1)
         self.x_sq_norm = float(torch.linalg.matrix_norm(aug, ord=2)) ** 2
         deadline = time.monotonic() + timeout_s
         while True:
