@@ -13,6 +13,7 @@ or hand it a task and let it run the whole loop: ``peer.run(task)``.
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import time
 from typing import Any, Mapping
@@ -20,14 +21,15 @@ from typing import Any, Mapping
 import torch
 import zmq
 
-from gossipml.aggregation import build_aggregator, check_model
+from gossipml.aggregation import build_aggregator, check_model, reason_slug
 from gossipml.aggregation.base import Contribution
-from gossipml.codecs import build_codec, decode_model, encode_model
+from gossipml.codecs import build_codec, encode_model
 from gossipml.codecs.base import CodecError
 from gossipml.config import ExperimentConfig
+from gossipml.content import DeltaGap, Inbound, Outbox
 from gossipml.events import EventLog
 from gossipml.mailbox import Mailbox
-from gossipml.pacing import PaceView, build_pacing
+from gossipml.pacing import PaceView, Schedule, build_pacing
 from gossipml.snapshot import SnapshotPool
 from gossipml.topology import build_topology
 from gossipml.transport import Outgoing, Transport
@@ -67,6 +69,8 @@ class Peer:
         num_samples: int = 0,
         events_path: str | None = None,
         context: zmq.Context | None = None,
+        aggregation_context: Mapping[str, Any] | None = None,
+        curve: Any | None = None,
     ) -> None:
         self.config = config or ExperimentConfig()
         if sorted(peers) != list(range(len(peers))):
@@ -80,14 +84,24 @@ class Peer:
         self.topology = build_topology(cfg.topology, self.n_peers)
         self.pacing = build_pacing(cfg.pacing)
         self.codec = build_codec(cfg.codec)
-        self.aggregator = build_aggregator(cfg.aggregation)
+        self.aggregator = build_aggregator(cfg.aggregation, **{
+            "num_samples": num_samples, "model_factory": lambda: copy.deepcopy(model),
+            **(aggregation_context or {})})
+        self.schedule = Schedule.from_config(cfg.pacing)
         self.interval_steps = cfg.pacing.interval_steps
         params = exchanged_state(model)
         self._device = next(iter(params.values())).device if params else torch.device("cpu")
         self._expected = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape))
                           for k, v in params.items()}
         self._pool = SnapshotPool(params, device=self._device)
-        self._codec_state: Any = None
+        self._reference = {k: v.detach() for k, v in params.items()}  # for shape/dtype checks
+        attack = cfg.peer.attack if id in cfg.peer.attackers else ""
+        self._outbox = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
+                              keyframe_every_rounds=cfg.peer.keyframe_every_rounds,
+                              attack=attack, seed=cfg.run.seed * 1000 + id)
+        self._inbound = Inbound(self._device)
+        self.pulls_sent = 0
+        self.pulls_answered = 0
         self.mailbox = Mailbox()
         self.events = EventLog(events_path, id)
         self.rejected: collections.Counter[str] = collections.Counter()
@@ -101,6 +115,7 @@ class Peer:
             {j: peers[j] for j in self._neighbor_ids}, cfg.transport, self._on_frames,
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
+            curve=curve,
         )
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -149,37 +164,52 @@ class Peer:
         return run_task(self, task, rounds)
 
     def step(self) -> dict[str, Any] | None:
-        """Count one local step; every ``interval_steps`` steps exchange and merge (one round)."""
+        """Count one local step. Pushes and pull requests go out at the steps the schedule says;
+        every ``interval_steps`` steps the peer waits as the pacing says and merges (a round)."""
         self.local_steps += 1
-        if self.local_steps % self.interval_steps:
+        s = self.local_steps
+        boundary = s % self.interval_steps == 0
+        if self.schedule.should_pull(s):
+            self._request_pull()
+        if not boundary:
+            if self.schedule.should_push(s):
+                self._publish(self.clock, self.topology.out_neighbors(self.id, self.clock))
             return None
-        return self.exchange()
+        return self.exchange(push=self.schedule.should_push(s))
 
-    def exchange(self) -> dict[str, Any]:
+    def exchange(self, push: bool = True) -> dict[str, Any]:
         """One round: publish the model, wait as the pacing says, merge what it picked."""
         r = self.clock
-        dests = self.topology.out_neighbors(self.id, r)
-        self._publish(r, dests)
+        if push:
+            self._publish(r, self.topology.out_neighbors(self.id, r))
         decision, wait_s = self._pace(r)
         merged, staleness = self._merge(decision.merge, r)
         self.clock += 1
         return {"round": r, "merged": merged, "staleness": staleness,
-                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4)}
+                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
+                "pace": decision.reason}
 
     def _publish(self, r: int, dests: tuple[int, ...]) -> None:
+        if not dests:
+            return
         snap = self._pool.publish(exchanged_state(self.model), r)
         if snap is None:
             self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
             return
         info = {"num_samples": int(self.num_samples)}
+        self.transport.submit(Outgoing(
+            tuple(dests), lambda: self._outbox.frames(snap.tensors, r, info),
+            on_done=lambda: self._pool.release(snap)))
 
-        def make_frames() -> list:
-            items, self._codec_state = encode_model(snap.tensors, self.codec, self._codec_state)
-            return pack(Message(kind="model", sender=self.id, round=r, tensors=tuple(items),
-                                info=info))
-
-        self.transport.submit(Outgoing(tuple(dests), make_frames,
-                                       on_done=lambda: self._pool.release(snap)))
+    def _request_pull(self) -> None:
+        """Ask one in-neighbour (round-robin) for its current model."""
+        sources = self.topology.in_neighbors(self.id, self.clock)
+        if not sources:
+            return
+        dest = sources[self.pulls_sent % len(sources)]
+        self.pulls_sent += 1
+        msg = Message(kind="pull", sender=self.id, round=self.clock)
+        self.transport.submit(Outgoing((dest,), lambda: pack(msg)))
 
     def _view(self, r: int, since_s: float) -> PaceView:
         models, clocks, heard, done = self.mailbox.snapshot()
@@ -228,10 +258,15 @@ class Peer:
         if not contribs:
             return [], []
         own = exchanged_state(self.model)
-        new = self.aggregator.aggregate(own, contribs, float(weights.get(self.id, 0.5)))
+        new = self.aggregator.aggregate(own, contribs, float(weights.get(self.id, 0.5)),
+                                        own_round=r)
+        gamma = self.config.peer.consensus_step
         with torch.no_grad():
             for name, tensor in new.items():
-                own[name].copy_(tensor)
+                if gamma == 1.0:
+                    own[name].copy_(tensor)
+                else:  # x <- x + gamma (aggregate - x)
+                    own[name].add_(tensor.to(own[name].dtype) - own[name], alpha=gamma)
         self.mailbox.mark_merged({c.sender: c.round for c in contribs})
         return [c.sender for c in contribs], [r - c.round for c in contribs]
 
@@ -254,8 +289,10 @@ class Peer:
             hears = msg.info.get("hears", ())
             self.mailbox.heard(msg.sender, msg.round, done=bool(msg.info.get("done", False)),
                                hears=frozenset(h for h in hears if isinstance(h, int)))
-        elif msg.kind == "model":
+        elif msg.kind in ("model", "delta"):
             self._accept_model(msg)
+        elif msg.kind == "pull":
+            self._answer_pull(msg.sender)
         else:
             self._reject(msg.sender, "unexpected_kind", f"kind {msg.kind!r}")
 
@@ -265,13 +302,26 @@ class Peer:
             missing = sorted(set(self._expected) - names)
             return self._reject(msg.sender, "missing_tensor", f"missing {missing[:3]}")
         try:
-            params = decode_model(msg.tensors, self._device)
+            params = self._inbound.decode(msg)
         except CodecError as exc:
-            return self._reject(msg.sender, "bad_payload", str(exc))
-        reason = check_model(params, exchanged_state(self.model))
+            reason = "delta_gap" if isinstance(exc, DeltaGap) else "bad_payload"
+            return self._reject(msg.sender, reason, str(exc))
+        reason = check_model(params, self._reference)
         if reason is not None:
-            return self._reject(msg.sender, "bad_model", reason)
+            return self._reject(msg.sender, reason_slug(reason), reason)
         self.mailbox.put(msg.sender, msg.round, params, msg.info)
+
+    def _answer_pull(self, requester: int) -> None:
+        """Send the current model to ``requester`` (read on this thread while training may be
+        mid-step: a torn read of a few entries is harmless for gossip averaging)."""
+        if requester not in self._neighbor_ids:
+            return self._reject(requester, "unknown_sender", "pull from a non-neighbour")
+        self.pulls_answered += 1
+        tensors = {k: v.detach().clone() for k, v in exchanged_state(self.model).items()}
+        items, _ = encode_model(tensors, build_codec("identity"), None)
+        msg = Message(kind="model", sender=self.id, round=self.clock, tensors=tuple(items),
+                      info={"num_samples": int(self.num_samples), "pulled": True})
+        self.transport.submit(Outgoing((requester,), lambda: pack(msg)))
 
     def _reject(self, sender: int | None, reason: str, detail: str = "") -> None:
         self.rejected[reason] += 1
@@ -310,4 +360,5 @@ class Peer:
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
                 "send_dropped": s.send_dropped, "rejected": sum(self.rejected.values()),
+                "pulls_sent": self.pulls_sent, "pulls_answered": self.pulls_answered,
                 "rejected_by_reason": dict(self.rejected), "send_skipped": self._pool.skipped}

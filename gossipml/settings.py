@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "PeerConfig", "TransportConfig", "RunConfig"]
+__all__ = ["ConfigError", "PeerConfig", "TransportConfig", "RunConfig", "RUN_MODES"]
+
+#: processes: one process per peer (tcp loopback); threads: peers sharing one process (inproc://);
+#: feature_split: a linear model split by feature columns, partial products exchanged per step.
+RUN_MODES = ("processes", "threads", "feature_split")
 
 
 class ConfigError(ValueError):
@@ -22,6 +26,12 @@ class PeerConfig:
     rounds: int = 30
     eval_every_rounds: int = 5
     startup_timeout_s: float = 30.0  # wait this long for in-neighbours to say hello
+    consensus_step: float = 1.0  # gamma: x <- x + gamma * (aggregate - x)
+    keyframe_every_rounds: int = 10  # content = "delta": resend the reference every N rounds
+    attack: str = ""  # Byzantine behaviour of the `attackers`: "scale:100", "nan", "noise:1"
+    attackers: tuple[int, ...] = ()
+    checkpoint_dir: str | None = None  # per-peer subfolders peer-<id>/; resume from the newest
+    checkpoint_every_rounds: int = 0  # 0: never
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -30,6 +40,23 @@ class PeerConfig:
             raise ConfigError("[peer] eval_every_rounds must be >= 1")
         if self.startup_timeout_s <= 0:
             raise ConfigError("[peer] startup_timeout_s must be > 0")
+        if not 0 < self.consensus_step <= 1:
+            raise ConfigError("[peer] consensus_step must be in (0, 1]")
+        if self.keyframe_every_rounds < 1:
+            raise ConfigError("[peer] keyframe_every_rounds must be >= 1")
+        if self.checkpoint_every_rounds < 0:
+            raise ConfigError("[peer] checkpoint_every_rounds must be >= 0 (0 = never)")
+        if self.checkpoint_every_rounds and not self.checkpoint_dir:
+            raise ConfigError("[peer] checkpoint_every_rounds needs checkpoint_dir")
+        from gossipml.attacks import check_attack
+
+        try:
+            check_attack(self.attack)
+        except ValueError as exc:
+            raise ConfigError(f"[peer] {exc}") from None
+        if self.attackers and not self.attack:
+            raise ConfigError("[peer] attackers are listed but no attack is set")
+        object.__setattr__(self, "attackers", tuple(int(a) for a in self.attackers))
 
 
 @dataclass(frozen=True)
@@ -65,12 +92,12 @@ class RunConfig:
     deadline_s: float = 300.0  # the whole run is stopped after this, peers killed
     seed: int = 0
     torch_threads: int = 1
-    mode: str = "processes"  # "processes" or "threads" (peers sharing one process, inproc://)
+    mode: str = "processes"  # see RUN_MODES
 
     def __post_init__(self) -> None:
         if self.n_peers < 1:
             raise ConfigError(f"[run] n_peers must be >= 1, got {self.n_peers}")
         if self.deadline_s <= 0:
             raise ConfigError("[run] deadline_s must be > 0")
-        if self.mode not in ("processes", "threads"):
-            raise ConfigError(f"[run] mode must be 'processes' or 'threads', got {self.mode!r}")
+        if self.mode not in RUN_MODES:
+            raise ConfigError(f"[run] mode must be one of {list(RUN_MODES)}, got {self.mode!r}")

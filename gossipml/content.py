@@ -1,0 +1,95 @@
+"""What a peer puts on the wire and how a receiver turns it back into a neighbour model.
+
+Content is either the parameters themselves (``[codec] content = "params"``) or, CHOCO-SGD style,
+the compressed change of a public reference ``x_hat`` (``content = "delta"``): the sender sends
+``Q(x - x_hat)`` and moves ``x_hat`` by what it sent; each receiver moves its copy of ``x_hat_j``
+by the same amount, so the copies agree. A lost delta would make them drift apart, so every
+message carries a stream sequence number, and every ``keyframe_every_rounds`` rounds the sender
+sends ``x_hat`` itself (raw) instead; a receiver that saw a gap ignores that sender's deltas until
+the next keyframe (counted as ``delta_gap``).
+
+Both classes run on the communication thread only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from gossipml.attacks import apply_attack
+from gossipml.codecs import (Codec, CodecError, DeltaReceiver, DeltaSender, build_codec,
+                             decode_model, encode_model)
+from gossipml.wire import Message, pack
+
+__all__ = ["Outbox", "Inbound", "DeltaGap"]
+
+
+class DeltaGap(CodecError):
+    """A delta arrived after a lost one: the sender's reference copy is stale until a keyframe."""
+
+
+class Outbox:
+    """Encodes snapshots into wire frames: parameters, or CHOCO deltas with keyframes."""
+
+    def __init__(self, peer_id: int, codec: Codec, *, delta: bool, keyframe_every_rounds: int,
+                 attack: str = "", seed: int = 0) -> None:
+        self.peer_id = peer_id
+        self.codec = codec
+        self.delta = delta
+        self.keyframe_every_rounds = keyframe_every_rounds
+        self.attack = attack
+        self.seed = seed
+        self._states: Any = None
+        self._sender = DeltaSender(codec) if delta else None
+        self._raw = build_codec("identity")
+        self._seq = 0
+
+    def frames(self, tensors: Mapping[str, torch.Tensor], round_: int,
+               info: Mapping[str, Any]) -> list:
+        """The frames of one outgoing model message (runs on the communication thread)."""
+        if self.attack:
+            tensors = apply_attack(self.attack, tensors, seed=self.seed + round_)
+        extra: dict[str, Any] = {"seq": self._seq}
+        self._seq += 1
+        if self._sender is None:
+            items, self._states = encode_model(tensors, self.codec, self._states)
+            kind = "model"
+        else:
+            items = self._sender.encode(tensors)
+            kind = "delta"
+            if round_ % self.keyframe_every_rounds == 0:  # resend the reference itself
+                items, _ = encode_model(self._sender.reference, self._raw, None)
+                extra["keyframe"] = True
+        return pack(Message(kind=kind, sender=self.peer_id, round=round_, tensors=tuple(items),
+                            info={**info, **extra}))
+
+
+class Inbound:
+    """Turns a validated model or delta message into the neighbour's model (a dict of tensors)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._receiver = DeltaReceiver(device)
+        self._next_seq: dict[int, int] = {}
+        self._synced: set[int] = set()
+
+    def decode(self, msg: Message) -> dict[str, torch.Tensor]:
+        """Decode ``msg``; for deltas, return a copy of the sender's updated ``x_hat``.
+        Raises CodecError (or DeltaGap) for payloads that cannot be used."""
+        seq = msg.info.get("seq")
+        expected = self._next_seq.get(msg.sender)
+        if isinstance(seq, int):
+            self._next_seq[msg.sender] = seq + 1
+        if msg.kind == "model":
+            return decode_model(msg.tensors, self.device)
+        if msg.info.get("keyframe"):
+            self._receiver.forget(msg.sender)
+            self._synced.add(msg.sender)
+        elif expected is not None and seq != expected:
+            self._synced.discard(msg.sender)
+        if msg.sender not in self._synced:
+            raise DeltaGap(f"delta seq {seq} from {msg.sender} after a gap (or before its first "
+                           "keyframe); ignored until the next keyframe")
+        x_hat = self._receiver.apply(msg.sender, msg.tensors)
+        return {k: v.clone() for k, v in x_hat.items()}
