@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from gossipml.config import load_experiment
-    from gossipml.runner import run_feature_split_mode, run_in_process, run_local
+    from gossipml.runner import run_in_process, run_local
 
     cfg = load_experiment(args.experiment)
     if args.peers is not None:
@@ -69,7 +69,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cfg.run.mode == "threads":
         result = run_in_process(cfg, out, on_progress=progress)
     elif cfg.run.mode == "feature_split":
-        result = run_feature_split_mode(cfg, out)
+        from gossipml.featuresplit import feature_split_run
+
+        result = feature_split_run(cfg, out)
     else:
         result = run_local(cfg, out, on_progress=progress, kill_after_s=_parse_kills(args.kill))
     _print_summary(console, result.summary)

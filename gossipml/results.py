@@ -63,6 +63,10 @@ def summarize(out_dir: str | Path, n_peers: int, *, wall_s: float, failed: Seque
         "median_round_s": round(statistics.median(medians), 4) if medians else None,
         "peers": peers,
     }
+    for key in ("distance_to_optimum", "train_loss"):  # means over peers, when peers report them
+        vals = [p["extra"][key] for p in peers if p["extra"].get(key) is not None]
+        if vals:
+            summary[key] = round(statistics.fmean(vals), 6)
     summary.update(extra or {})
     return summary
 

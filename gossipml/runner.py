@@ -24,8 +24,7 @@ from gossipml.events import read_events
 from gossipml.peersfile import PeerEntry, write_peers
 from gossipml.results import events_path, plot_accuracy, summarize, write_summary
 
-__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "run_feature_split_mode",
-           "child_env"]
+__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "child_env"]
 
 
 @dataclass
@@ -217,27 +216,6 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers in one process, {cfg.topology.kind}")
     return RunResult(out, summary, {i: (1 if i in errors or i in hung else 0) for i in range(n)})
-
-
-def run_feature_split_mode(cfg: ExperimentConfig, out: Path) -> RunResult:
-    """``[run] mode = "feature_split"``: see :func:`gossipml.featuresplit.run_feature_split`."""
-    from gossipml.featuresplit import run_feature_split
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    t0 = time.monotonic()
-    error = None
-    try:
-        extra = run_feature_split(cfg, out)
-    except Exception as exc:  # reported in the summary, exit non-zero
-        extra, error = {}, repr(exc)
-    wall_s = time.monotonic() - t0
-    n = cfg.run.n_peers
-    summary = summarize(out, n, wall_s=wall_s, failed=list(range(n)) if error else [],
-                        extra={**_extra(cfg, out, wall_s), "mode": "feature_split",
-                               "error": error, **extra})
-    write_summary(out, summary)
-    return RunResult(out, summary, {i: 1 if error else 0 for i in range(n)})
 
 
 def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:
