@@ -135,6 +135,7 @@ def _cmd_peer(args: argparse.Namespace) -> int:
     from gossipml.config import load_experiment
     from gossipml.peer import Peer
     from gossipml.peersfile import load_peers
+    from gossipml.runner import task_aggregation_context
     from gossipml.tasks import build_task
 
     logging.basicConfig(level=args.log_level.upper(),
@@ -152,7 +153,8 @@ def _cmd_peer(args: argparse.Namespace) -> int:
     task = build_task(task_cfg, cfg.data, args.id, len(entries), cfg.run.seed)
     events = args.events or f"events/peer-{args.id}.jsonl"
     with Peer(task.model, cfg, id=args.id, peers={e.id: e.address for e in entries},
-              bind=me.bind, num_samples=task.num_samples, events_path=events) as peer:
+              bind=me.bind, num_samples=task.num_samples, events_path=events,
+              aggregation_context=task_aggregation_context(task)) as peer:
         peer.run(task)
     return 0
 

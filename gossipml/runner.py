@@ -24,7 +24,8 @@ from gossipml.events import read_events
 from gossipml.peersfile import PeerEntry, write_peers
 from gossipml.results import events_path, plot_accuracy, summarize, write_summary
 
-__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "child_env"]
+__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "child_env",
+           "task_aggregation_context"]
 
 
 @dataclass
@@ -152,6 +153,17 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     return RunResult(out, summary, codes)
 
 
+def task_aggregation_context(task: Any) -> dict[str, Any]:
+    """What aggregation rules may need from a task: its local inputs (ensemble-then-distill
+    relabels them) and a factory of fresh models of the same architecture."""
+    import copy
+
+    ctx: dict[str, Any] = {"model_factory": lambda: copy.deepcopy(task.model)}
+    if getattr(task, "x", None) is not None:
+        ctx["data"] = task.x
+    return ctx
+
+
 def run_in_process(cfg: ExperimentConfig, out: Path, *,
                    on_progress: Callable[[list[dict[str, Any]], float], None] | None = None,
                    progress_interval_s: float = 1.0) -> RunResult:
@@ -183,7 +195,8 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
         torch.manual_seed(cfg.run.seed + i)
         task = build_task(cfg.task, cfg.data, i, n, cfg.run.seed, dataset=dataset)
         peers.append((Peer(task.model, cfg, id=i, peers=addresses, num_samples=task.num_samples,
-                           events_path=str(events_path(out, i)), context=ctx), task))
+                           events_path=str(events_path(out, i)), context=ctx,
+                           aggregation_context=task_aggregation_context(task)), task))
     for peer, _ in peers:
         peer.start()
 
