@@ -28,15 +28,22 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["ShmError", "ShmWriter", "ShmReader", "release_token", "NAME_PATTERN"]
+import msgpack
+
+__all__ = ["ShmError", "ShmWriter", "ShmReader", "release_token", "offload", "resolve", "SHM_TAG",
+           "NAME_PATTERN"]
 
 MAGIC = b"GMLSHM01"
 HEADER_BYTES = 64
 ALIGN_BYTES = 64
 MAX_BUFFERS = 1 << 16
 NAME_PATTERN = re.compile(r"gml-[0-9]{1,10}-[0-9]{1,12}-[0-9a-f]{8}")
+#: Frame 0 of a message whose data frames live in shared memory (a wire header is a msgpack map,
+#: which never starts with this byte string).
+SHM_TAG = b"gml-shm1"
+MAX_HANDLE_BYTES = 1 << 20
 _HANDLE_KEYS = frozenset({"name", "gen", "offsets", "lengths"})
 
 
@@ -308,3 +315,42 @@ class ShmReader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def offload(frames: Sequence[Any], writer: ShmWriter, *, min_bytes: int = 0) -> list[Any]:
+    """``[SHM_TAG, header, msgpack(handle)]`` for packed wire ``frames`` whose data frames total at
+    least ``min_bytes`` and fit a free segment; otherwise ``frames`` unchanged (send them as is)."""
+    data = frames[1:]
+    if not data or sum(memoryview(f).nbytes for f in data) < min_bytes:
+        return list(frames)
+    try:
+        handle = writer.write(data)
+    except ShmError as exc:
+        if exc.reason in ("pool_full", "too_large"):
+            return list(frames)
+        raise
+    return [SHM_TAG, frames[0], msgpack.packb(handle)]
+
+
+def _is_offloaded(frames: Sequence[Any]) -> bool:
+    try:
+        tag = memoryview(frames[0])
+        return len(frames) == 3 and tag.nbytes == len(SHM_TAG) and tag.tobytes() == SHM_TAG
+    except TypeError:  # not buffers: unpack will say so
+        return False
+
+
+def resolve(frames: Sequence[Any], reader: ShmReader) -> tuple[list[Any], dict[str, Any] | None]:
+    """Received frames -> (wire frames for ``unpack``, the shm handle or None). An offloaded message
+    becomes ``[header, *views into the segment]``; send ``release_token(handle)`` back once the
+    views are no longer used. ShmError for a malformed or stale handle."""
+    if not _is_offloaded(frames):
+        return list(frames), None
+    raw = memoryview(frames[2])
+    if raw.nbytes > MAX_HANDLE_BYTES:
+        raise ShmError("bad_handle", f"handle frame is {raw.nbytes} bytes, over {MAX_HANDLE_BYTES}")
+    try:
+        handle = msgpack.unpackb(raw, raw=False, max_ext_len=0)
+    except Exception as exc:  # msgpack raises many types on garbage
+        raise ShmError("bad_handle", f"handle frame is not msgpack ({type(exc).__name__})") from None
+    return [frames[1], *reader.read(handle)], handle
