@@ -15,6 +15,11 @@ come from the network, so every field is checked: the name must look like a goss
 segment, and the generation stamped in the segment's first bytes must match the handle's (a stale
 handle to a reused segment is refused). Failures raise :class:`ShmError` with a ``reason`` slug.
 
+Framing for the socket: :func:`offload` turns packed wire frames into ``[SHM_TAG, header,
+msgpack(handle)]`` (or leaves them as they are when small or when no segment is free) and
+:func:`resolve` turns those back into ``[header, *views]`` for ``wire.unpack``; docs/wire.md has
+the envelope and the ``release`` message.
+
 Segment layout: bytes 0..7 ``b"GMLSHM01"``, 8..15 the generation (little-endian u64), data from
 byte 64, every buffer at a 64-byte aligned offset. Names are ``gml-<pid>-<counter>-<8 hex>``
 (the hex random per writer), never reused; ``close`` unlinks every segment the writer created.
@@ -227,7 +232,7 @@ def _open_readonly(name: str) -> mmap.mmap:
 
 
 class ShmReader:
-    """A receiver's read-only view of senders' segments; checks every handle (they are untrusted)."""
+    """A receiver's read-only view of senders' segments; checks every (untrusted) handle."""
 
     def __init__(self, *, max_open: int = 32) -> None:
         if max_open < 1:
@@ -352,5 +357,6 @@ def resolve(frames: Sequence[Any], reader: ShmReader) -> tuple[list[Any], dict[s
     try:
         handle = msgpack.unpackb(raw, raw=False, max_ext_len=0)
     except Exception as exc:  # msgpack raises many types on garbage
-        raise ShmError("bad_handle", f"handle frame is not msgpack ({type(exc).__name__})") from None
+        raise ShmError("bad_handle", f"handle frame is not msgpack "
+                       f"({type(exc).__name__})") from None
     return [frames[1], *reader.read(handle)], handle

@@ -212,7 +212,8 @@ def _byte_view(buf: Any, what: str, reason: str) -> memoryview:
     try:
         view = memoryview(buf)
     except TypeError:
-        raise WireError(reason, f"{what} is a {type(buf).__name__}, not a bytes-like object") from None
+        raise WireError(reason, f"{what} is a {type(buf).__name__}, not a bytes-like "
+                        "object") from None
     if view.ndim == 1 and view.format == "B" and view.c_contiguous:
         return view
     if not view.c_contiguous:

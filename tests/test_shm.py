@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from gossipml.shm import SHM_TAG, ShmError, ShmReader, ShmWriter, offload, release_token, resolve
 
 SHM_DIR = Path("/dev/shm")
-pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs POSIX shared memory at /dev/shm")
+pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(),
+                                reason="needs POSIX shared memory at /dev/shm")
 
 
 def _gml_entries() -> set[str]:
@@ -139,7 +140,8 @@ def test_wire_message_with_tensor_bytes_in_shm(child, no_leaks):
     from gossipml.wire import Message, pack
 
     gen = torch.Generator().manual_seed(0)
-    model = {"w": torch.randn(64, 32, generator=gen), "b": torch.randn(32, generator=gen).bfloat16()}
+    model = {"w": torch.randn(64, 32, generator=gen),
+             "b": torch.randn(32, generator=gen).bfloat16()}
     items, _ = encode_model(model, build_codec("identity"), None)
     frames = pack(Message("model", 0, 3, tuple(items)))
     with ShmWriter() as writer:
