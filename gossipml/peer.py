@@ -32,6 +32,8 @@ from gossipml.mailbox import Mailbox
 from gossipml.pacing import PaceView, Schedule, build_pacing
 from gossipml.snapshot import SnapshotPool
 from gossipml.topology import build_topology
+from gossipml.shm import ShmError
+from gossipml.shmpath import ShmInbox, same_host
 from gossipml.transport import Outgoing, Transport
 from gossipml.wire import Message, WireError, pack, unpack
 
@@ -116,7 +118,9 @@ class Peer:
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
+            shm_dests=frozenset(j for j in self._neighbor_ids if same_host(peers[id], peers[j])),
         )
+        self._shm_inbox = ShmInbox()
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Peer":
@@ -142,6 +146,7 @@ class Peer:
             self._done = True
             self._send_heartbeat()
         self.transport.close()
+        self._shm_inbox.close()
         self.events.close()
 
     def wait_for_neighbors(self, timeout_s: float | None = None) -> set[int]:
@@ -274,8 +279,11 @@ class Peer:
     def _on_frames(self, sender_hint: int | None, frames: list) -> None:
         if not frames:
             return self._reject(sender_hint, "too_large", "message over max_message_bytes")
+        bufs = self._resolve_shm(sender_hint, [f.buffer for f in frames])
+        if bufs is None:
+            return
         try:
-            msg = unpack([f.buffer for f in frames],
+            msg = unpack(bufs,
                          max_message_bytes=self.config.transport.max_message_bytes,
                          expected=self._expected)
         except WireError as exc:
@@ -293,6 +301,8 @@ class Peer:
             self._accept_model(msg)
         elif msg.kind == "pull":
             self._answer_pull(msg.sender)
+        elif msg.kind == "ack" and "shm_release" in msg.info:
+            self.transport.shm_release(msg.sender, msg.info["shm_release"])
         else:
             self._reject(msg.sender, "unexpected_kind", f"kind {msg.kind!r}")
 
@@ -310,6 +320,23 @@ class Peer:
         if reason is not None:
             return self._reject(msg.sender, reason_slug(reason), reason)
         self.mailbox.put(msg.sender, msg.round, params, msg.info)
+
+    def _resolve_shm(self, sender: int | None, bufs: list) -> list | None:
+        """A same-host message's buffers copied out of shared memory (the segment is released to
+        its sender at once); plain messages pass through. None (a counted rejection) for a bad
+        handle, or a handle from a peer that is not on this host."""
+        try:
+            resolved, token = self._shm_inbox.resolve(bufs)
+        except ShmError as exc:
+            return self._reject(sender, f"shm_{exc.reason}", str(exc))
+        if token is None:
+            return resolved
+        if sender is None or sender not in self.transport.shm_dests:
+            return self._reject(sender, "bad_shm", "shared-memory handle from a non-local peer")
+        self.transport.stats.bytes_received += sum(memoryview(b).nbytes for b in resolved[1:])
+        ack = Message(kind="ack", sender=self.id, round=self.clock, info={"shm_release": token})
+        self.transport.submit(Outgoing((sender,), lambda: pack(ack)))
+        return resolved
 
     def _answer_pull(self, requester: int) -> None:
         """Send the current model to ``requester`` (read on this thread while training may be

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Sequence
 import zmq
 
 from gossipml.settings import TransportConfig
+from gossipml.shmpath import ShmOutbox
 
 __all__ = ["Transport", "TransportStats", "Outgoing", "routing_id", "parse_routing_id"]
 
@@ -87,6 +88,7 @@ class Transport:
         link_policy: LinkPolicy | None = None,
         on_tick: Callable[[], None] | None = None,
         curve: object | None = None,
+        shm_dests: frozenset[int] = frozenset(),
     ) -> None:
         self.peer_id = peer_id
         self.config = config
@@ -110,6 +112,8 @@ class Transport:
         self._delayed: list[tuple[float, int, int, Sequence[object]]] = []
         self._seq = itertools.count()
         self._link_counts: dict[int, int] = {}
+        self._shm_dests = shm_dests if config.shm else frozenset()
+        self._shm = ShmOutbox(config.shm_min_bytes) if self._shm_dests else None
 
     # ---- public, any thread -------------------------------------------------------------
     @property
@@ -142,6 +146,21 @@ class Transport:
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the communication thread (for work that touches sockets' state)."""
         self._command(("call", fn))
+
+    def shm_release(self, dest: int, token: object) -> bool:
+        """Free a shared-memory segment ``dest`` has copied out (call on the communication
+        thread, i.e. from the inbound handler)."""
+        return self._shm is not None and self._shm.release(dest, token)
+
+    @property
+    def shm_dests(self) -> frozenset[int]:
+        """Neighbours reached through shared memory (same host, and ``[transport] shm`` on)."""
+        return self._shm_dests
+
+    @property
+    def shm_offloaded(self) -> int:
+        """Messages sent through shared memory so far."""
+        return self._shm.offloaded if self._shm is not None else 0
 
     @property
     def alive(self) -> bool:
@@ -222,6 +241,8 @@ class Transport:
             router.close(linger=0)
             for _, done in pending:
                 done()
+            if self._shm is not None:
+                self._shm.close()
 
     def _make_router(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.ROUTER)
@@ -293,6 +314,7 @@ class Transport:
                 if pid in dealers:
                     dealers.pop(pid).close(linger=0)
                 dealers[pid] = self._make_dealer(addr)
+                self._neighbors[pid] = addr
             elif cmd[0] == "call":
                 cmd[1]()
 
@@ -309,7 +331,11 @@ class Transport:
                 heapq.heappush(self._delayed, (time.monotonic() + delay_s, next(self._seq),
                                                dest, copies))
             else:
-                tracker = self._send_now(dealers, dest, frames, nbytes)
+                if self._shm is not None and dest in self._shm_dests:
+                    wire = self._shm.offload(dest, frames)  # big data: copied to shm right here
+                else:
+                    wire = frames
+                tracker = self._send_now(dealers, dest, wire, nbytes)
                 if tracker is not None:
                     trackers.append(tracker)
         if out.on_done is not None:
@@ -328,6 +354,10 @@ class Transport:
         if sock is None:
             self._count_error("unknown_neighbor")
             return None
+        if self._neighbors.get(dest, "").startswith("inproc://"):
+            # inproc passes buffers by reference: copy, so the receiver owns what it holds and
+            # the sender's snapshot is free at once
+            frames = [bytes(memoryview(f)) if memoryview(f).nbytes > 1024 else f for f in frames]
         try:
             tracker = sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False, track=True)
         except zmq.Again:

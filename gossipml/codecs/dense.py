@@ -24,10 +24,15 @@ class IdentityCodec:
                        (to_buffer(tensor),)), state
 
     def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
-        """A fresh tensor (copied out of the buffer) of the payload's dtype and shape."""
+        """A tensor of the payload's dtype and shape that nobody else writes to: a view of the
+        buffer when the buffer is writable and ours (a received zmq frame, a copy out of shared
+        memory) and already on ``device``; a copy otherwise (read-only or borrowed memory)."""
         dtype, shape, numel = header(payload)
         (buf,) = expect_buffers(payload, 1)
         flat = view_buffer(buf, dtype, numel, "identity")
+        owned = numel > 0 and not memoryview(buf).readonly
+        if owned and flat.device == torch.device(device):
+            return flat.reshape(shape)
         return flat.to(device=device, copy=True).reshape(shape)
 
     def estimate_nbytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
