@@ -64,3 +64,24 @@ def test_embedded_peers_training_on_digits_move_toward_each_other():
     finals = run_threads([lambda: peer_main(0), lambda: peer_main(1)], 120)
     assert d0 > 1.0 and distance() < 0.2 * d0, (d0, distance())
     assert all(f["accuracy"] > 0.8 for f in finals)
+
+
+def test_same_host_peers_move_big_models_through_shared_memory():
+    models = [torch.nn.Linear(1024, 512), torch.nn.Linear(1024, 512)]  # 2 MiB of weights
+    with torch.no_grad():
+        models[0].weight.fill_(1.0)
+        models[1].weight.fill_(3.0)
+    addresses = loopback_peers(2)
+    cfg = _config(transport={"shm": True, "shm_min_bytes": 1 << 20})
+
+    def peer_main(i: int):
+        with Peer(models[i], cfg, id=i, peers=addresses) as peer:
+            peer.wait_for_neighbors(10.0)
+            results = [peer.step() for _ in range(3)]
+            return results, peer.transport.shm_offloaded, dict(peer.rejected)
+
+    (r0, off0, rej0), (r1, off1, rej1) = run_threads([lambda: peer_main(0), lambda: peer_main(1)],
+                                                     60)
+    assert off0 >= 3 and off1 >= 3 and not rej0 and not rej1
+    assert torch.allclose(models[0].weight, torch.full_like(models[0].weight, 2.0))
+    assert torch.equal(models[0].weight, models[1].weight)
