@@ -30,6 +30,8 @@ log = logging.getLogger("gossipml.transport")
 
 #: Frames received from the network, as zmq.Frame objects (``frame.buffer`` is a memoryview).
 InboundHandler = Callable[[int | None, list], None]
+#: CURVE set-up (see :mod:`gossipml.security`): ``setup_server(router)`` before bind and
+#: ``setup_client(dealer, peer_id)`` before connect; None runs in the clear.
 #: Decides, for the n-th message on the link to ``dest``, whether to drop it and how long to delay.
 LinkPolicy = Callable[[int, int], tuple[bool, float]]
 
@@ -212,7 +214,7 @@ class Transport:
         pending: list[tuple[list, Callable[[], None]]] = []
         try:
             for pid, addr in self._neighbors.items():
-                dealers[pid] = self._make_dealer(addr)
+                dealers[pid] = self._make_dealer(addr, pid)
             self._ready.set()
             poller = zmq.Poller()
             poller.register(router, zmq.POLLIN)
@@ -256,7 +258,7 @@ class Transport:
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
 
-    def _make_dealer(self, address: str) -> zmq.Socket:
+    def _make_dealer(self, address: str, peer_id: int) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, routing_id(self.peer_id))
         sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)
@@ -268,7 +270,7 @@ class Transport:
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
         if self._curve is not None:
-            self._curve.setup_client(sock)  # type: ignore[attr-defined]
+            self._curve.setup_client(sock, peer_id)  # type: ignore[attr-defined]
         sock.connect(address)
         return sock
 
@@ -313,7 +315,7 @@ class Transport:
                 _, pid, addr = cmd
                 if pid in dealers:
                     dealers.pop(pid).close(linger=0)
-                dealers[pid] = self._make_dealer(addr)
+                dealers[pid] = self._make_dealer(addr, pid)
                 self._neighbors[pid] = addr
             elif cmd[0] == "call":
                 cmd[1]()
