@@ -27,6 +27,7 @@ from gossipml.emulation import LinkEmulation
 from gossipml.pacing import PacingConfig
 from gossipml.settings import ConfigError, PeerConfig, RunConfig, TransportConfig
 from gossipml.tasks import TaskConfig
+from gossipml.swarm import MembershipConfig
 from gossipml.topology import TopologyConfig
 
 __all__ = [
@@ -51,6 +52,7 @@ _PARTS: dict[str, type] = {
     "transport": TransportConfig,
     "run": RunConfig,
     "emulation": LinkEmulation,
+    "membership": MembershipConfig,
 }
 
 
@@ -69,6 +71,7 @@ class ExperimentConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     run: RunConfig = field(default_factory=RunConfig)
     emulation: LinkEmulation = field(default_factory=LinkEmulation)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "ExperimentConfig":

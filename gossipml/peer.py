@@ -31,6 +31,7 @@ from gossipml.events import EventLog
 from gossipml.mailbox import Mailbox
 from gossipml.pacing import PaceView, Schedule, build_pacing
 from gossipml.snapshot import SnapshotPool
+from gossipml.swarm import SwarmTopology
 from gossipml.topology import build_topology
 from gossipml.shm import ShmError
 from gossipml.shmpath import ShmInbox, same_host
@@ -75,15 +76,19 @@ class Peer:
         curve: Any | None = None,
     ) -> None:
         self.config = config or ExperimentConfig()
-        if sorted(peers) != list(range(len(peers))):
-            raise ValueError(f"peer ids must be 0..n-1, got {sorted(peers)}")
+        cfg = self.config
         if id not in peers:
             raise ValueError(f"id {id} is not in peers {sorted(peers)}")
+        self.swarm: SwarmTopology | None = None
+        if cfg.membership.enabled:  # neighbours come from the live view, not from `peers`
+            self.swarm = SwarmTopology(cfg.membership, id, peers[id], seed=cfg.run.seed * 7919 + id)
+            peers = {id: peers[id]}
+        elif sorted(peers) != list(range(len(peers))):
+            raise ValueError(f"peer ids must be 0..n-1, got {sorted(peers)}")
         self.id, self.peers, self.model = id, dict(peers), model
         self.num_samples = num_samples
         self.n_peers = len(peers)
-        cfg = self.config
-        self.topology = build_topology(cfg.topology, self.n_peers)
+        self.topology = self.swarm or build_topology(cfg.topology, self.n_peers)
         self.pacing = build_pacing(cfg.pacing)
         self.codec = build_codec(cfg.codec)
         self.aggregator = build_aggregator(cfg.aggregation, **{
@@ -112,9 +117,15 @@ class Peer:
         self._done = False
         self._last_heartbeat_s = 0.0
         self._neighbor_ids = self._all_neighbors()
+        # seeds have no known id yet: their DEALERs get ids -1, -2, ...
+        self._seed_ids = {addr: -(i + 1) for i, addr in enumerate(cfg.membership.seeds)
+                          if self.swarm is not None and addr != peers[id]}
+        self._connected = set(self._neighbor_ids)  # communication thread only
         self.transport = Transport(
             id, bind or bind_address(peers[id]),
-            {j: peers[j] for j in self._neighbor_ids}, cfg.transport, self._on_frames,
+            {**{j: peers[j] for j in self._neighbor_ids},
+             **{sid: addr for addr, sid in self._seed_ids.items()}},
+            cfg.transport, self._on_frames,
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
@@ -152,6 +163,11 @@ class Peer:
     def wait_for_neighbors(self, timeout_s: float | None = None) -> set[int]:
         """Wait (bounded) until every neighbour has been heard from; returns those not heard."""
         timeout_s = self.config.peer.startup_timeout_s if timeout_s is None else timeout_s
+        if self.swarm is not None:  # a swarm peer starts once it knows anyone alive
+            swarm = self.swarm
+            self.mailbox.wait(lambda: bool(swarm.live()), timeout_s)
+            self.events.emit("start", view=sorted(swarm.live()))
+            return set() if swarm.live() else {-1}
         want = set(self._neighbor_ids)
         self.mailbox.wait(lambda: self.mailbox.linked(self.id, want) == want, timeout_s)
         missing = want - self.mailbox.linked(self.id, want)
@@ -190,9 +206,12 @@ class Peer:
         decision, wait_s = self._pace(r)
         merged, staleness = self._merge(decision.merge, r)
         self.clock += 1
-        return {"round": r, "merged": merged, "staleness": staleness,
-                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
-                "pace": decision.reason}
+        out = {"round": r, "merged": merged, "staleness": staleness,
+               "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
+               "pace": decision.reason}
+        if self.swarm is not None:
+            out["view"] = sorted(self.swarm.live())
+        return out
 
     def _publish(self, r: int, dests: tuple[int, ...]) -> None:
         if not dests:
@@ -221,7 +240,8 @@ class Peer:
         now = time.monotonic()
         dead_after = self.config.pacing.dead_after_s
         dead = {j for j, t in heard.items() if now - t > dead_after} | done
-        dead |= {j for j in self._neighbor_ids if j not in heard and now - since_s > dead_after}
+        known = self._neighbor_ids if self.swarm is None else tuple(self.swarm.live())
+        dead |= {j for j in known if j not in heard and now - since_s > dead_after}
         expected = tuple(j for j in self.topology.in_neighbors(self.id, r))
         return PaceView(
             clock=r, now_s=now, waiting_since_s=since_s, expected=expected,
@@ -263,7 +283,8 @@ class Peer:
         if not contribs:
             return [], []
         own = exchanged_state(self.model)
-        new = self.aggregator.aggregate(own, contribs, float(weights.get(self.id, 0.5)),
+        new = self.aggregator.aggregate(own, contribs,
+                                        float(weights.get(self.id, 1.0 / (len(contribs) + 1))),
                                         own_round=r)
         gamma = self.config.peer.consensus_step
         with torch.no_grad():
@@ -291,7 +312,11 @@ class Peer:
         if sender_hint is not None and msg.sender != sender_hint:
             return self._reject(sender_hint, "sender_mismatch",
                                 f"header says {msg.sender}, socket says {sender_hint}")
-        if msg.sender not in self.peers or msg.sender == self.id:
+        if self.swarm is not None:
+            if msg.sender == self.id:
+                return self._reject(msg.sender, "unknown_sender", "a message from myself")
+            self._note_member(msg)
+        elif msg.sender not in self.peers or msg.sender == self.id:
             return self._reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
         if msg.kind == "heartbeat":
             hears = msg.info.get("hears", ())
@@ -301,6 +326,8 @@ class Peer:
             self._accept_model(msg)
         elif msg.kind == "pull":
             self._answer_pull(msg.sender)
+        elif msg.kind == "view" and self.swarm is not None:
+            self._on_view(msg)
         elif msg.kind == "ack" and "shm_release" in msg.info:
             self.transport.shm_release(msg.sender, msg.info["shm_release"])
         else:
@@ -338,10 +365,50 @@ class Peer:
         self.transport.submit(Outgoing((sender,), lambda: pack(ack)))
         return resolved
 
+    def _note_member(self, msg: Message) -> None:
+        """Swarm mode: a message that names its sender's address is first-hand news of it;
+        connect a DEALER to a peer seen for the first time."""
+        address = msg.info.get("address")
+        if not isinstance(address, str) or "://" not in address or len(address) > 256:
+            return
+        self.swarm.heard(msg.sender, address)  # type: ignore[union-attr]
+        if msg.sender not in self._connected:
+            self._connected.add(msg.sender)
+            self.transport.connect(msg.sender, address)
+
+    def _on_view(self, msg: Message) -> None:
+        """A membership shuffle (answered with a reply) or a reply to ours."""
+        swarm = self.swarm
+        assert swarm is not None
+        try:
+            if msg.info.get("reply"):
+                swarm.on_reply(msg.info.get("entries"))
+                return
+            entries = swarm.on_shuffle(msg.info.get("entries"), msg.sender)
+        except ValueError as exc:
+            return self._reject(msg.sender, "bad_view", str(exc))
+        reply = Message(kind="view", sender=self.id, round=self.clock,
+                        info={"entries": entries, "reply": True, "address": self.peers[self.id]})
+        self.transport.submit(Outgoing((msg.sender,), lambda: pack(reply)))
+
+    def _shuffle(self) -> None:
+        """Swarm mode: start a shuffle with a view member or a seed when one is due."""
+        due = self.swarm.due_shuffle()  # type: ignore[union-attr]
+        if due is None:
+            return
+        address, entries = due
+        live = {a: j for j, a in self.swarm.live().items()}  # type: ignore[union-attr]
+        dest = live.get(address, self._seed_ids.get(address))
+        if dest is None:
+            return
+        msg = Message(kind="view", sender=self.id, round=self.clock,
+                      info={"entries": entries, "reply": False, "address": self.peers[self.id]})
+        self.transport.submit(Outgoing((dest,), lambda: pack(msg)))
+
     def _answer_pull(self, requester: int) -> None:
         """Send the current model to ``requester`` (read on this thread while training may be
         mid-step: a torn read of a few entries is harmless for gossip averaging)."""
-        if requester not in self._neighbor_ids:
+        if requester not in self._neighbor_ids and requester not in self._connected:
             return self._reject(requester, "unknown_sender", "pull from a non-neighbour")
         self.pulls_answered += 1
         tensors = {k: v.detach().clone() for k, v in exchanged_state(self.model).items()}
@@ -363,15 +430,24 @@ class Peer:
             interval = min(interval, 0.1)  # start-up: find the neighbours quickly
         if now - self._last_heartbeat_s >= interval:
             self._send_heartbeat()
+        if self.swarm is not None:
+            self._shuffle()
 
     def _send_heartbeat(self) -> None:
         self._last_heartbeat_s = time.monotonic()
         heard = self.mailbox.snapshot()[2]
-        msg = Message(kind="heartbeat", sender=self.id, round=self.clock,
-                      info={"done": self._done, "hears": sorted(heard)})
-        self.transport.submit(Outgoing(tuple(self._neighbor_ids), lambda: pack(msg)))
+        info: dict[str, Any] = {"done": self._done, "hears": sorted(heard)}
+        dests = self._neighbor_ids
+        if self.swarm is not None:
+            info["address"] = self.peers[self.id]
+            dests = tuple(sorted(self.swarm.live()))
+        msg = Message(kind="heartbeat", sender=self.id, round=self.clock, info=info)
+        if dests:
+            self.transport.submit(Outgoing(dests, lambda: pack(msg)))
 
     def _all_neighbors(self) -> tuple[int, ...]:
+        if self.swarm is not None:
+            return ()  # connected as the view learns them
         if getattr(self.topology, "is_static", True):
             ids = set(self.topology.out_neighbors(self.id, 0))
             ids |= set(self.topology.in_neighbors(self.id, 0))
