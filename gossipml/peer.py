@@ -31,7 +31,7 @@ from gossipml.events import EventLog
 from gossipml.mailbox import Mailbox
 from gossipml.pacing import PaceView, Schedule, build_pacing
 from gossipml.snapshot import SnapshotPool
-from gossipml.swarm import SwarmTopology
+from gossipml.swarm import SwarmLink, SwarmTopology, seed_dealers
 from gossipml.topology import build_topology
 from gossipml.shm import ShmError
 from gossipml.shmpath import ShmInbox, same_host
@@ -117,14 +117,10 @@ class Peer:
         self._done = False
         self._last_heartbeat_s = 0.0
         self._neighbor_ids = self._all_neighbors()
-        # seeds have no known id yet: their DEALERs get ids -1, -2, ...
-        self._seed_ids = {addr: -(i + 1) for i, addr in enumerate(cfg.membership.seeds)
-                          if self.swarm is not None and addr != peers[id]}
-        self._connected = set(self._neighbor_ids)  # communication thread only
+        seeds = seed_dealers(cfg.membership.seeds, peers[id]) if self.swarm is not None else {}
         self.transport = Transport(
             id, bind or bind_address(peers[id]),
-            {**{j: peers[j] for j in self._neighbor_ids},
-             **{sid: addr for addr, sid in self._seed_ids.items()}},
+            {**{j: peers[j] for j in self._neighbor_ids}, **seeds},
             cfg.transport, self._on_frames,
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
@@ -132,6 +128,8 @@ class Peer:
             shm_dests=frozenset(j for j in self._neighbor_ids if same_host(peers[id], peers[j])),
         )
         self._shm_inbox = ShmInbox()
+        self._link = None if self.swarm is None else SwarmLink(
+            self.swarm, self.transport, id, peers[id], seeds, self._reject)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Peer":
@@ -315,7 +313,7 @@ class Peer:
         if self.swarm is not None:
             if msg.sender == self.id:
                 return self._reject(msg.sender, "unknown_sender", "a message from myself")
-            self._note_member(msg)
+            self._link.note_member(msg)  # type: ignore[union-attr]
         elif msg.sender not in self.peers or msg.sender == self.id:
             return self._reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
         if msg.kind == "heartbeat":
@@ -327,7 +325,7 @@ class Peer:
         elif msg.kind == "pull":
             self._answer_pull(msg.sender)
         elif msg.kind == "view" and self.swarm is not None:
-            self._on_view(msg)
+            self._link.on_view(msg, self.clock)  # type: ignore[union-attr]
         elif msg.kind == "ack" and "shm_release" in msg.info:
             self.transport.shm_release(msg.sender, msg.info["shm_release"])
         else:
@@ -365,50 +363,11 @@ class Peer:
         self.transport.submit(Outgoing((sender,), lambda: pack(ack)))
         return resolved
 
-    def _note_member(self, msg: Message) -> None:
-        """Swarm mode: a message that names its sender's address is first-hand news of it;
-        connect a DEALER to a peer seen for the first time."""
-        address = msg.info.get("address")
-        if not isinstance(address, str) or "://" not in address or len(address) > 256:
-            return
-        self.swarm.heard(msg.sender, address)  # type: ignore[union-attr]
-        if msg.sender not in self._connected:
-            self._connected.add(msg.sender)
-            self.transport.connect(msg.sender, address)
-
-    def _on_view(self, msg: Message) -> None:
-        """A membership shuffle (answered with a reply) or a reply to ours."""
-        swarm = self.swarm
-        assert swarm is not None
-        try:
-            if msg.info.get("reply"):
-                swarm.on_reply(msg.info.get("entries"))
-                return
-            entries = swarm.on_shuffle(msg.info.get("entries"), msg.sender)
-        except ValueError as exc:
-            return self._reject(msg.sender, "bad_view", str(exc))
-        reply = Message(kind="view", sender=self.id, round=self.clock,
-                        info={"entries": entries, "reply": True, "address": self.peers[self.id]})
-        self.transport.submit(Outgoing((msg.sender,), lambda: pack(reply)))
-
-    def _shuffle(self) -> None:
-        """Swarm mode: start a shuffle with a view member or a seed when one is due."""
-        due = self.swarm.due_shuffle()  # type: ignore[union-attr]
-        if due is None:
-            return
-        address, entries = due
-        live = {a: j for j, a in self.swarm.live().items()}  # type: ignore[union-attr]
-        dest = live.get(address, self._seed_ids.get(address))
-        if dest is None:
-            return
-        msg = Message(kind="view", sender=self.id, round=self.clock,
-                      info={"entries": entries, "reply": False, "address": self.peers[self.id]})
-        self.transport.submit(Outgoing((dest,), lambda: pack(msg)))
-
     def _answer_pull(self, requester: int) -> None:
         """Send the current model to ``requester`` (read on this thread while training may be
         mid-step: a torn read of a few entries is harmless for gossip averaging)."""
-        if requester not in self._neighbor_ids and requester not in self._connected:
+        known = self._neighbor_ids if self._link is None else self._link.connected
+        if requester not in known:
             return self._reject(requester, "unknown_sender", "pull from a non-neighbour")
         self.pulls_answered += 1
         tensors = {k: v.detach().clone() for k, v in exchanged_state(self.model).items()}
@@ -430,8 +389,8 @@ class Peer:
             interval = min(interval, 0.1)  # start-up: find the neighbours quickly
         if now - self._last_heartbeat_s >= interval:
             self._send_heartbeat()
-        if self.swarm is not None:
-            self._shuffle()
+        if self._link is not None:
+            self._link.shuffle(self.clock)
 
     def _send_heartbeat(self) -> None:
         self._last_heartbeat_s = time.monotonic()

@@ -13,13 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from gossipml.membership import Membership
+from gossipml.transport import Outgoing, Transport
+from gossipml.wire import Message, pack
 
-__all__ = ["MembershipConfig", "SwarmTopology"]
+__all__ = ["MembershipConfig", "SwarmTopology", "SwarmLink", "seed_dealers"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +118,61 @@ class SwarmTopology:
         """Merge a shuffle reply (ValueError for hostile input)."""
         with self._lock:
             self.membership.on_reply(entries, self._now())
+
+
+def seed_dealers(seeds: tuple[str, ...], own_address: str) -> dict[int, str]:
+    """Seeds have no known peer id yet: their DEALERs get the ids -1, -2, ..."""
+    return {-(i + 1): addr for i, addr in enumerate(seeds) if addr != own_address}
+
+
+class SwarmLink:
+    """The swarm side of a peer's communication thread: learning members from messages,
+    answering and starting shuffles. Every method runs on the communication thread."""
+
+    def __init__(self, swarm: SwarmTopology, transport: Transport, self_id: int, address: str,
+                 seeds: dict[int, str], reject: Callable[[int, str, str], None]) -> None:
+        self.swarm = swarm
+        self.transport = transport
+        self.self_id = self_id
+        self.address = address
+        self._seed_ids = {addr: sid for sid, addr in seeds.items()}
+        self._reject = reject
+        self.connected: set[int] = set()
+
+    def note_member(self, msg: Message) -> None:
+        """A message that names its sender's address is first-hand news of the sender; a peer
+        seen for the first time gets a DEALER."""
+        address = msg.info.get("address")
+        if not isinstance(address, str) or "://" not in address or len(address) > 256:
+            return
+        self.swarm.heard(msg.sender, address)
+        if msg.sender not in self.connected:
+            self.connected.add(msg.sender)
+            self.transport.connect(msg.sender, address)
+
+    def on_view(self, msg: Message, clock: int) -> None:
+        """A shuffle (answered with a reply) or the reply to ours."""
+        try:
+            if msg.info.get("reply"):
+                self.swarm.on_reply(msg.info.get("entries"))
+                return
+            entries = self.swarm.on_shuffle(msg.info.get("entries"), msg.sender)
+        except ValueError as exc:
+            return self._reject(msg.sender, "bad_view", str(exc))
+        self._send(msg.sender, clock, entries, reply=True)
+
+    def shuffle(self, clock: int) -> None:
+        """Start a shuffle with a view member or a seed when one is due."""
+        due = self.swarm.due_shuffle()
+        if due is None:
+            return
+        address, entries = due
+        by_address = {a: j for j, a in self.swarm.live().items()}
+        dest = by_address.get(address, self._seed_ids.get(address))
+        if dest is not None:
+            self._send(dest, clock, entries, reply=False)
+
+    def _send(self, dest: int, clock: int, entries: list[Any], *, reply: bool) -> None:
+        msg = Message(kind="view", sender=self.self_id, round=clock,
+                      info={"entries": entries, "reply": reply, "address": self.address})
+        self.transport.submit(Outgoing((dest,), lambda: pack(msg)))

@@ -78,7 +78,7 @@ def test_same_host_peers_move_big_models_through_shared_memory():
         with Peer(models[i], cfg, id=i, peers=addresses) as peer:
             peer.wait_for_neighbors(10.0)
             results = [peer.step() for _ in range(3)]
-            return results, peer.transport.shm_offloaded, dict(peer.rejected)
+        return results, peer.transport.shm_offloaded, dict(peer.rejected)  # after the flush
 
     (r0, off0, rej0), (r1, off1, rej1) = run_threads([lambda: peer_main(0), lambda: peer_main(1)],
                                                      60)
