@@ -162,10 +162,15 @@ class SwarmLink:
         self._send(msg.sender, clock, entries, reply=True)
 
     def shuffle(self, clock: int) -> None:
-        """Start a shuffle with a view member or a seed when one is due."""
+        """Start a shuffle with a view member or a seed when one is due; connect a DEALER to
+        every live member learnt second-hand (from shuffles) so pushes and heartbeats reach it."""
         due = self.swarm.due_shuffle()
         if due is None:
             return
+        for j, addr in self.swarm.live().items():
+            if j not in self.connected:
+                self.connected.add(j)
+                self.transport.connect(j, addr)
         address, entries = due
         by_address = {a: j for j, a in self.swarm.live().items()}
         dest = by_address.get(address, self._seed_ids.get(address))

@@ -1,0 +1,168 @@
+"""Several hosts for real: peers in their own network namespaces (scripts/testhosts.sh), each
+started with one seed address, find each other, train, survive a killed peer and a restarted one,
+and finish under 10 % packet loss and a 100 Mbit/s limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gossipml.events import read_events
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "testhosts.sh"
+PREFIX = "gmlm"
+ENV = {**os.environ, "TESTHOSTS_PREFIX": PREFIX}
+N_HOSTS = 4
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs iproute2"
+    probe = subprocess.run(["ip", "netns", "add", f"{PREFIX}-probe"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"ip netns add failed: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", f"{PREFIX}-probe"], capture_output=True)
+    return None
+
+
+_reason = _why_not()
+pytestmark = [pytest.mark.netns] + ([pytest.mark.skip(reason=_reason)] if _reason else [])
+
+
+def _hosts(*extra: str) -> None:
+    subprocess.run([str(SCRIPT), "up", str(N_HOSTS), *extra], env=ENV, check=True,
+                   capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def hosts():
+    yield _hosts
+    subprocess.run([str(SCRIPT), "down"], env=ENV, capture_output=True, timeout=120)
+
+
+def _experiment(tmp: Path, rounds: int, ckpt: Path | None = None) -> Path:
+    exp = tmp / "exp.toml"
+    ckpt_lines = f'checkpoint_dir = "{ckpt}"\ncheckpoint_every_rounds = 5\n' if ckpt else ""
+    exp.write_text(f"""
+name = "multihost"
+[membership]
+enabled = true
+seeds = ["tcp://10.77.0.1:5555"]
+shuffle_interval_s = 0.2
+dead_after_s = 4.0
+fanout = 2
+[pacing]
+mode = "async"
+interval_steps = 5
+dead_after_s = 4.0
+[task]
+model = "mlp"
+lr = 0.05
+[emulation]
+compute_slowdown = 4.0  # stretch the run so views have time to converge (shuffles every 0.2 s)
+[peer]
+rounds = {rounds}
+eval_every_rounds = 10
+startup_timeout_s = 30.0
+{ckpt_lines}""")
+    return exp
+
+
+def _start(i: int, exp: Path, out: Path) -> subprocess.Popen:
+    cmd = ["ip", "netns", "exec", f"{PREFIX}-h{i + 1}", sys.executable, "-m", "gossipml", "peer",
+           "--peers", str(ROOT / "peers" / "testhosts4.toml"), "--id", str(i),
+           "--events", str(out / f"peer-{i}.jsonl"), str(exp)]
+    log = open(out / f"peer-{i}.log", "ab")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _wait(procs: dict[int, subprocess.Popen], timeout_s: float) -> dict[int, int | None]:
+    deadline = time.monotonic() + timeout_s
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    return {i: p.returncode for i, p in procs.items()}
+
+
+def _rounds(out: Path, i: int) -> list[dict]:
+    return [e for e in read_events(out / f"peer-{i}.jsonl") if e["event"] == "round"]
+
+
+def _final_accuracy(out: Path, i: int) -> float:
+    finals = [e for e in read_events(out / f"peer-{i}.jsonl") if e["event"] == "final"]
+    assert finals, (out / f"peer-{i}.log").read_text()[-2000:]
+    return finals[-1]["accuracy"]
+
+
+def _run_clean(tmp: Path, rounds: int) -> dict[int, float]:
+    out = tmp / "events"
+    out.mkdir(parents=True)
+    exp = _experiment(tmp, rounds)
+    procs = {i: _start(i, exp, out) for i in range(N_HOSTS)}
+    codes = _wait(procs, 240)
+    assert all(c == 0 for c in codes.values()), codes
+    for i in range(N_HOSTS):  # every view covered every other live peer at some point
+        seen = set().union(*(set(e.get("view", [])) for e in _rounds(out, i)))
+        assert seen == set(range(N_HOSTS)) - {i}, (i, seen)
+    return {i: _final_accuracy(out, i) for i in range(N_HOSTS)}
+
+
+def test_seeded_peers_find_each_other_survive_a_kill_and_a_restart(hosts, tmp_path):
+    hosts()
+    out, ckpt = tmp_path / "events", tmp_path / "ckpt"
+    out.mkdir()
+    exp = _experiment(tmp_path, rounds=400, ckpt=ckpt)
+    procs = {i: _start(i, exp, out) for i in range(N_HOSTS)}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_rounds(out, 3)) < 40:
+        time.sleep(0.2)
+    assert len(_rounds(out, 3)) >= 40, (out / "peer-3.log").read_text()[-2000:]
+    os.killpg(procs[3].pid, signal.SIGKILL)  # peer 3 dies mid-run
+    procs[3].wait(10)
+    killed_at = time.monotonic()
+    while time.monotonic() - killed_at < 8:  # past dead_after_s: 3 must leave every view
+        time.sleep(0.5)
+    for i in range(3):
+        late = [e for e in _rounds(out, i) if e["t_s"] >= _rounds(out, i)[-1]["t_s"] - 1.0]
+        assert late and all(3 not in e.get("view", []) for e in late), (i, late[-1:])
+    last_clock = max(e["clock"] for e in _rounds(out, 3))
+    procs[3] = _start(3, exp, out)  # restarted from its checkpoint: rejoins through the seed
+    codes = _wait(procs, 240)
+    assert all(c == 0 for c in codes.values()), codes
+    starts = [e for e in read_events(out / "peer-3.jsonl") if e["event"] == "start"]
+    assert len(starts) == 2
+    resumed = [e for e in _rounds(out, 3)][-1]
+    assert resumed["clock"] == 400
+    after = [e for e in _rounds(out, 3) if e["t_s"] < 1e9][len(_rounds(out, 3)) - 1]
+    assert after["round"] == 399
+    rounds_run = [e["round"] for e in _rounds(out, 3)]
+    assert rounds_run.count(0) == 1, "the restarted peer began again from round 0"
+    assert min(r for r in rounds_run[rounds_run.index(max(rounds_run[:41])) + 1:]) <= last_clock
+    for i in range(N_HOSTS):
+        assert _final_accuracy(out, i) > 0.85
+
+
+@pytest.mark.slow
+def test_lossy_slow_links_reach_clean_accuracy(hosts, tmp_path):
+    hosts()
+    clean = _run_clean(tmp_path / "clean", rounds=100)
+    hosts("--rate", "100mbit", "--loss", "10")
+    lossy = _run_clean(tmp_path / "lossy", rounds=100)
+    mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
+    assert mean(lossy) >= mean(clean) - 0.02, (clean, lossy)
