@@ -1,0 +1,167 @@
+"""Convergence under compression: Fashion-MNIST, 16 peers on a ring, Dirichlet alpha = 0.5.
+
+Every configuration runs the same experiment (same seed, same rounds, same data split) and
+differs only in the ``[codec]`` spec (and, for CHOCO delta rows, the consensus step). Prints final
+mean test accuracy, total bytes sent (all peers, all messages), the accuracy drop in points and
+the byte reduction against the dense (identity) run::
+
+    python scripts/bench_convergence.py --quick          # threads mode, < 10 min on 2 cores
+    python scripts/bench_convergence.py --json --out /tmp/conv
+    python scripts/bench_convergence.py --configs dense,q8+ef --quick
+
+Targets (issue #3; anchor CHOCO-SGD, Koloskova et al. 2019): 8-bit + EF within 0.3 points of
+dense at ~4x fewer bytes; top-1 % + EF within 1.0 point at >= 30x fewer bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Row", "PRESETS", "CONFIGS", "experiment", "run_config", "compare", "main"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One benchmark configuration: a label, a codec spec and the peer's consensus step."""
+
+    config: str
+    spec: str
+    consensus_step: float = 1.0
+
+
+#: The rows of the issue, then CHOCO delta rows (content = change since the last exchange).
+#: ``lowrank`` goes through ``+bysize`` so that 1-D tensors are sent raw by a codec that the
+#: error-feedback wrapper can decode (see the note in the report on LowRankCodec.decode).
+CONFIGS: dict[str, Row] = {r.config: r for r in (
+    Row("dense", "identity"),
+    Row("q8+ef", "q8+ef"),
+    Row("q4+ef", "q4+ef"),
+    Row("topk:0.01+ef", "topk:0.01+ef"),
+    Row("sign+ef", "sign+ef"),
+    Row("lowrank:2+ef", "lowrank:2+ef+bysize:1024"),
+    Row("q8+delta", "q8+delta", 1.0),
+    Row("topk:0.01+delta g=0.2", "topk:0.01+delta", 0.2),
+    Row("topk:0.01>q8+delta g=0.2", "topk:0.01>q8+delta", 0.2),
+)}
+
+#: Experiment knobs per preset (model, rounds, local steps per round, evaluation subset, mode).
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"model": "mlp", "rounds": 30, "interval_steps": 10, "eval_max_samples": 1000,
+              "mode": "threads", "batch_size": 32, "lr": 0.05},
+    "full": {"model": "mlp", "rounds": 100, "interval_steps": 10, "eval_max_samples": 10000,
+             "mode": "threads", "batch_size": 32, "lr": 0.05},
+}
+
+
+def experiment(row: Row, preset: dict[str, Any], *, n_peers: int = 16, seed: int = 0,
+               alpha: float = 0.5) -> dict[str, Any]:
+    """The experiment tables of one row (ring, Metropolis weights, synchronous rounds)."""
+    rounds = int(preset["rounds"])
+    return {
+        "run": {"n_peers": n_peers, "mode": preset["mode"], "deadline_s": 1800, "seed": seed},
+        "data": {"dataset": "fmnist", "partition": "dirichlet", "alpha": alpha, "seed": seed},
+        "task": {"model": preset["model"], "optimizer": "sgd", "lr": preset["lr"],
+                 "momentum": 0.9, "batch_size": preset["batch_size"],
+                 "eval_max_samples": preset["eval_max_samples"], "same_init": True},
+        "topology": {"kind": "ring", "weights": "metropolis"},
+        "pacing": {"mode": "sync", "timeout_s": 30.0, "interval_steps": preset["interval_steps"]},
+        "codec": {"spec": row.spec},
+        # CHOCO rows: one keyframe at round 0 only (threads/inproc loses no message); the
+        # default (every 10 rounds) would resend the full reference and cap the byte reduction.
+        "peer": {"rounds": rounds, "eval_every_rounds": rounds,
+                 "consensus_step": row.consensus_step, "keyframe_every_rounds": 10 * rounds},
+    }
+
+
+def run_config(row: Row, preset: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Run one row; returns its summary fields (accuracy, bytes, wall time, failures)."""
+    from gossipml.config import ExperimentConfig
+    from gossipml.runner import run_in_process, run_local
+
+    cfg = ExperimentConfig.from_dict(experiment(row, preset))
+    runner = run_in_process if preset["mode"] == "threads" else run_local
+    t0 = time.perf_counter()
+    summary = runner(cfg, out).summary
+    accs = [p.get("final_accuracy") for p in summary["peers"]]
+    accs = [a for a in accs if a is not None]
+    return {"config": row.config, "spec": row.spec, "consensus_step": row.consensus_step,
+            "mean_accuracy": summary["mean_accuracy"], "bytes_sent": summary["bytes_sent"],
+            "min_accuracy": min(accs) if accs else None,
+            "failed_peers": summary["failed_peers"], "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def compare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``accuracy_drop_points`` and ``byte_reduction_x`` against the ``dense`` row."""
+    dense = next((r for r in results if r["config"] == "dense"), None)
+    out = []
+    for r in results:
+        r = dict(r)
+        if dense and dense["mean_accuracy"] is not None and r["mean_accuracy"] is not None:
+            r["accuracy_drop_points"] = round(100 * (dense["mean_accuracy"] - r["mean_accuracy"]), 2)
+        if dense and r["bytes_sent"]:
+            r["byte_reduction_x"] = round(dense["bytes_sent"] / r["bytes_sent"], 2)
+        out.append(r)
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'config':26s} {'mean_acc':>8s} {'bytes_sent':>13s} {'drop_pts':>8s} " \
+           f"{'reduction':>9s} {'wall_s':>7s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = "-" if r["mean_accuracy"] is None else f"{r['mean_accuracy']:.4f}"
+        drop = r.get("accuracy_drop_points")
+        red = r.get("byte_reduction_x")
+        fail = f"  failed={r['failed_peers']}" if r["failed_peers"] else ""
+        lines.append(f"{r['config']:26s} {acc:>8s} {r['bytes_sent']:>13,d} "
+                     f"{'-' if drop is None else f'{drop:+.2f}':>8s} "
+                     f"{'-' if red is None else f'{red:.1f}x':>9s} {r['wall_s']:>7.1f}{fail}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every selected configuration, print the table or JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the small preset (< 10 min here)")
+    ap.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    ap.add_argument("--out", type=Path, default=None, help="keep each run's folder here")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated rows to run; known: {', '.join(CONFIGS)}")
+    ap.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
+    preset = dict(PRESETS["quick" if args.quick else "full"])
+    if args.rounds is not None:
+        preset["rounds"] = args.rounds
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_convergence-"))
+    results = []
+    for name in names:
+        row = CONFIGS[name]
+        res = run_config(row, preset, out / name.replace(":", "_").replace(" ", "_"))
+        results.append(res)
+        print(f"# {name}: acc={res['mean_accuracy']} bytes={res['bytes_sent']} "
+              f"wall={res['wall_s']} s", file=sys.stderr, flush=True)
+    rows = compare(results)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"preset={'quick' if args.quick else 'full'} {preset}")
+        print(_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
