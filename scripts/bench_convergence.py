@@ -47,15 +47,15 @@ CONFIGS: dict[str, Row] = {r.config: r for r in (
     Row("sign+ef", "sign+ef"),
     Row("lowrank:2+ef", "lowrank:2+ef+bysize:1024"),
     Row("q8+delta", "q8+delta", 1.0),
-    Row("topk:0.01+delta g=0.2", "topk:0.01+delta", 0.2),
-    Row("topk:0.01>q8+delta g=0.2", "topk:0.01>q8+delta", 0.2),
+    Row("topk:0.01+delta g=0.5", "topk:0.01+delta", 0.5),
+    Row("topk:0.01>q8+delta g=0.5", "topk:0.01>q8+delta", 0.5),
 )}
 
 #: Experiment knobs per preset (model, rounds, local steps per round, evaluation subset, mode).
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"model": "mlp", "rounds": 30, "interval_steps": 10, "eval_max_samples": 1000,
+    "quick": {"model": "mlp", "rounds": 150, "interval_steps": 4, "eval_max_samples": 2000,
               "mode": "threads", "batch_size": 32, "lr": 0.05},
-    "full": {"model": "mlp", "rounds": 100, "interval_steps": 10, "eval_max_samples": 10000,
+    "full": {"model": "mlp", "rounds": 600, "interval_steps": 2, "eval_max_samples": 10000,
              "mode": "threads", "batch_size": 32, "lr": 0.05},
 }
 
