@@ -146,6 +146,12 @@ class SwarmLink:
         if not isinstance(address, str) or "://" not in address or len(address) > 256:
             return
         self.swarm.heard(msg.sender, address)
+        seed_id = self._seed_ids.get(address)
+        if seed_id is not None and seed_id < 0:
+            # the seed's real id is known now: one DEALER per peer (two with one routing id would
+            # make its ROUTER hand the connection back and forth)
+            self.transport.disconnect(seed_id)
+            self._seed_ids[address] = msg.sender
         if msg.sender not in self.connected:
             self.connected.add(msg.sender)
             self.transport.connect(msg.sender, address)

@@ -145,6 +145,10 @@ class Transport:
         """Add a neighbour, or move one to a new address."""
         self._command(("connect", peer_id, address))
 
+    def disconnect(self, peer_id: int) -> None:
+        """Close the DEALER to a neighbour (no-op if there is none)."""
+        self._command(("disconnect", peer_id))
+
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the communication thread (for work that touches sockets' state)."""
         self._command(("call", fn))
@@ -317,6 +321,11 @@ class Transport:
                     dealers.pop(pid).close(linger=0)
                 dealers[pid] = self._make_dealer(addr, pid)
                 self._neighbors[pid] = addr
+            elif cmd[0] == "disconnect":
+                sock = dealers.pop(cmd[1], None)
+                if sock is not None:
+                    sock.close(linger=0)
+                self._neighbors.pop(cmd[1], None)
             elif cmd[0] == "call":
                 cmd[1]()
 

@@ -69,7 +69,8 @@ def test_a_silent_peer_leaves_the_views():
         while time.monotonic() < deadline and any(2 in p.swarm.live() for p in peers[:2]):
             time.sleep(0.1)
         assert all(2 not in p.swarm.live() for p in peers[:2])
-        assert all(set(p.swarm.live()) == {1 - p.id} for p in peers[:2])
+        assert all(set(p.swarm.live()) == {1 - p.id} for p in peers[:2]), \
+            [p.swarm.live() for p in peers[:2]]
     finally:
         for p in peers:
             p.close()
