@@ -55,12 +55,15 @@ class Outbox:
         if self._sender is None:
             items, self._states = encode_model(tensors, self.codec, self._states)
             kind = "model"
+        elif round_ % self.keyframe_every_rounds == 0:
+            # keyframe: the reference jumps to the model itself, sent raw; receivers reset to it
+            self._sender.reference = {k: v.detach().clone() for k, v in tensors.items()}
+            items, _ = encode_model(self._sender.reference, self._raw, None)
+            kind = "delta"
+            extra["keyframe"] = True
         else:
             items = self._sender.encode(tensors)
             kind = "delta"
-            if round_ % self.keyframe_every_rounds == 0:  # resend the reference itself
-                items, _ = encode_model(self._sender.reference, self._raw, None)
-                extra["keyframe"] = True
         return pack(Message(kind=kind, sender=self.peer_id, round=round_, tensors=tuple(items),
                             info={**info, **extra}))
 

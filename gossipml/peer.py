@@ -421,6 +421,7 @@ class Peer:
         s = self.transport.stats
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
-                "send_dropped": s.send_dropped, "rejected": sum(self.rejected.values()),
+                "send_dropped": s.send_dropped, "send_failed": s.send_failed,
+                "rejected": sum(self.rejected.values()),
                 "pulls_sent": self.pulls_sent, "pulls_answered": self.pulls_answered,
                 "rejected_by_reason": dict(self.rejected), "send_skipped": self._pool.skipped}

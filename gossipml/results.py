@@ -32,6 +32,7 @@ def _peer_summary(peer_id: int, events: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_received": last.get("bytes_received", 0),
         "rejected": last.get("rejected", 0),
         "send_dropped": last.get("send_dropped", 0),
+        "send_failed": last.get("send_failed", 0),
         "median_round_s": _median_round_s(rounds),
         "extra": {k: v for k, v in (final or {}).items()
                   if k in ("distance_to_optimum", "train_loss")},

@@ -71,6 +71,7 @@ class TransportStats:
     messages_received: int = 0
     send_dropped: int = 0  # neighbour not connected or its queue full: the message was dropped
     emulated_drops: int = 0
+    send_failed: int = 0  # building the frames raised (e.g. a codec error): message lost
     oversized: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -330,7 +331,15 @@ class Transport:
                 cmd[1]()
 
     def _start_send(self, out: Outgoing, dealers: dict[int, zmq.Socket], pending: list) -> None:
-        frames = list(out.make_frames())
+        try:
+            frames = list(out.make_frames())
+        except Exception as exc:  # a bad encode loses this message, not the thread
+            self.stats.send_failed += 1
+            self._count_error(f"encode_{type(exc).__name__}")
+            log.error("peer %d: building a message failed: %r", self.peer_id, exc)
+            if out.on_done is not None:
+                out.on_done()
+            return
         nbytes = sum(memoryview(f).nbytes for f in frames)
         trackers = []
         for dest in out.dests:

@@ -37,13 +37,17 @@ class ErrorFeedback:
             v.add_(residual)
         sent = v if v.dtype == tensor.dtype else v.to(tensor.dtype)
         payload, inner_state = self.inner.encode(sent, inner_state)
-        decoded = self.inner.decode(payload, device=v.device)
+        from gossipml.codecs.registry import decode_payload  # by payload: a fallback may answer
+
+        decoded = decode_payload(payload, device=v.device)
         v.sub_(decoded.reshape(v.shape).to(v.dtype))  # v becomes the new residual, in place
         return payload, (v, inner_state)
 
     def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Same as the inner codec's decode."""
-        return self.inner.decode(payload, device)
+        """Decode by the payload's own codec (the inner codec, or a fallback it chose)."""
+        from gossipml.codecs.registry import decode_payload
+
+        return decode_payload(payload, device)
 
     def estimate_nbytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """The inner codec's wire bytes."""
