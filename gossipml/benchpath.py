@@ -2,7 +2,7 @@
 
 Both ends run a real :class:`~gossipml.transport.Transport`. The sender packs an identity-coded
 model with :mod:`gossipml.wire`; the receiver resolves the same-host form when it is used
-(:mod:`gossipml.shmpath`, releasing the segment at once), runs ``unpack`` with every check and
+(:mod:`gossipml.shmpath`: read in place, the segment released when the model is dropped), runs ``unpack`` with every check and
 ``decode_model``, touches the decoded tensor, and acknowledges, exactly as a peer does.
 """
 
@@ -36,11 +36,12 @@ def receiver_loop(port: int, sender_port: int, iters: int, shm: bool, ready_q: A
     inbox = ShmInbox()
     done = pack(Message(kind="ack", sender=1, round=0, info={"done": True}))
 
+    def release(token: dict) -> None:  # the decoded model is gone: the segment is free again
+        ack = pack(Message(kind="ack", sender=1, round=0, info={"shm_release": token}))
+        transport.submit(Outgoing((0,), lambda: ack))
+
     def on_frames(sender: int | None, frames: list) -> None:
-        bufs, token = inbox.resolve([f.buffer for f in frames])
-        if token is not None:
-            release = pack(Message(kind="ack", sender=1, round=0, info={"shm_release": token}))
-            transport.submit(Outgoing((0,), lambda: release))
+        bufs = inbox.resolve([f.buffer for f in frames], release)
         msg = unpack(bufs, max_message_bytes=2**31 - 1)
         model = decode_model(msg.tensors, "cpu")
         _ = sum(float(v.view(-1)[-1]) for v in model.values())  # touch the data

@@ -33,7 +33,7 @@ from gossipml.pacing import PaceView, Schedule, build_pacing
 from gossipml.snapshot import SnapshotPool
 from gossipml.swarm import SwarmLink, SwarmTopology, seed_dealers
 from gossipml.topology import build_topology
-from gossipml.shm import ShmError
+from gossipml.shm import ShmError, offloaded_handle
 from gossipml.shmpath import ShmInbox, same_host
 from gossipml.transport import Outgoing, Transport
 from gossipml.wire import Message, WireError, pack, unpack
@@ -347,21 +347,24 @@ class Peer:
         self.mailbox.put(msg.sender, msg.round, params, msg.info)
 
     def _resolve_shm(self, sender: int | None, bufs: list) -> list | None:
-        """A same-host message's buffers copied out of shared memory (the segment is released to
-        its sender at once); plain messages pass through. None (a counted rejection) for a bad
-        handle, or a handle from a peer that is not on this host."""
+        """A same-host message's buffers, read in place from shared memory (the segment goes
+        back to its sender once the tensors made from it are gone); plain messages pass through.
+        None (a counted rejection) for a bad handle or one from a peer not on this host."""
         try:
-            resolved, token = self._shm_inbox.resolve(bufs)
+            if offloaded_handle(bufs) is None:
+                return bufs
+            if sender is None or sender not in self.transport.shm_dests:
+                return self._reject(sender, "bad_shm", "shared-memory handle from a non-local peer")
+            resolved = self._shm_inbox.resolve(bufs, lambda token: self._release_shm(sender, token))
         except ShmError as exc:
             return self._reject(sender, f"shm_{exc.reason}", str(exc))
-        if token is None:
-            return resolved
-        if sender is None or sender not in self.transport.shm_dests:
-            return self._reject(sender, "bad_shm", "shared-memory handle from a non-local peer")
         self.transport.stats.bytes_received += sum(memoryview(b).nbytes for b in resolved[1:])
-        ack = Message(kind="ack", sender=self.id, round=self.clock, info={"shm_release": token})
-        self.transport.submit(Outgoing((sender,), lambda: pack(ack)))
         return resolved
+
+    def _release_shm(self, sender: int, token: dict[str, Any]) -> None:
+        """Tell ``sender`` its segment is free (any thread: submit only queues)."""
+        ack = Message(kind="ack", sender=self.id, round=0, info={"shm_release": token})
+        self.transport.submit(Outgoing((sender,), lambda: pack(ack)))
 
     def _answer_pull(self, requester: int) -> None:
         """Send the current model to ``requester`` (read on this thread while training may be

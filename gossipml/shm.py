@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import msgpack
 
-__all__ = ["ShmError", "ShmWriter", "ShmReader", "release_token", "offload", "resolve", "SHM_TAG",
+__all__ = ["ShmError", "ShmWriter", "ShmReader", "release_token", "offload", "resolve",
+           "offloaded_handle", "SHM_TAG",
            "NAME_PATTERN"]
 
 MAGIC = b"GMLSHM01"
@@ -209,14 +210,15 @@ class ShmWriter:
         self.close()
 
 
-def _open_readonly(name: str) -> mmap.mmap:
-    """Map an existing segment read-only without registering it with multiprocessing's resource
+def _open_readonly(name: str, writable: bool = False) -> mmap.mmap:
+    """Map an existing segment read-only (or read-write, for a receiver that owns the segment
+    until it releases it) without registering it with multiprocessing's resource
     tracker: on Python < 3.13 ``SharedMemory(name)`` registers every attach, and the tracker then
     unlinks the writer's segment when the reader exits (bpo-38119; ``track=False`` in 3.13)."""
     import _posixshmem  # the POSIX shm_open behind multiprocessing.shared_memory
 
     try:
-        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR if writable else os.O_RDONLY, 0)
     except FileNotFoundError:
         raise ShmError("no_segment", f"segment {name} does not exist on this host (the sender "
                        "is elsewhere, or closed it); send the frames over the socket") from None
@@ -226,7 +228,8 @@ def _open_readonly(name: str) -> mmap.mmap:
         size = os.fstat(fd).st_size
         if size < HEADER_BYTES:
             raise ShmError("bad_handle", f"segment {name} has {size} bytes, too small")
-        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        return mmap.mmap(fd, size, prot=prot)
     finally:
         os.close(fd)
 
@@ -234,10 +237,11 @@ def _open_readonly(name: str) -> mmap.mmap:
 class ShmReader:
     """A receiver's read-only view of senders' segments; checks every (untrusted) handle."""
 
-    def __init__(self, *, max_open: int = 32) -> None:
+    def __init__(self, *, max_open: int = 32, writable: bool = False) -> None:
         if max_open < 1:
             raise ValueError("ShmReader needs max_open >= 1")
         self.max_open = max_open
+        self.writable = writable  # map read-write: views are the receiver's until it releases
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
         self._pinned: list[mmap.mmap] = []  # evicted while views were alive: closed later
 
@@ -246,7 +250,7 @@ class ShmReader:
         if mm is not None:
             self._maps.move_to_end(name)
             return mm
-        mm = _open_readonly(name)
+        mm = _open_readonly(name, self.writable)
         self._maps[name] = mm
         while len(self._maps) > self.max_open:
             self._pinned.append(self._maps.popitem(last=False)[1])
@@ -294,6 +298,16 @@ class ShmReader:
         if now != gen:
             raise ShmError("stale", f"segment {name} holds generation {now}, the handle says "
                            f"{gen}: it was released and rewritten; drop this message")
+
+    def read_arrays(self, handle: Any) -> tuple[Any, list[Any]]:
+        """``(base, views)``: a numpy array over the whole segment and a view of it per buffer
+        (no copy). The base stays alive while any view does, so a ``weakref.finalize`` on it
+        tells when the last view is gone: the moment to release the segment."""
+        import numpy as np
+
+        mm, _, spans = self._check(handle)
+        base = np.frombuffer(mm, dtype=np.uint8)
+        return base, [base[off:off + n] for off, n in spans]
 
     def read(self, handle: Any) -> list[memoryview]:
         """Read-only views of the handle's buffers in the segment (no copy); release after use."""
@@ -345,18 +359,26 @@ def _is_offloaded(frames: Sequence[Any]) -> bool:
         return False
 
 
-def resolve(frames: Sequence[Any], reader: ShmReader) -> tuple[list[Any], dict[str, Any] | None]:
-    """Received frames -> (wire frames for ``unpack``, the shm handle or None). An offloaded message
-    becomes ``[header, *views into the segment]``; send ``release_token(handle)`` back once the
-    views are no longer used. ShmError for a malformed or stale handle."""
+def offloaded_handle(frames: Sequence[Any]) -> dict[str, Any] | None:
+    """The (still unchecked) handle of an offloaded message, None for a plain one; ShmError when
+    the handle frame is not a small msgpack map."""
     if not _is_offloaded(frames):
-        return list(frames), None
+        return None
     raw = memoryview(frames[2])
     if raw.nbytes > MAX_HANDLE_BYTES:
         raise ShmError("bad_handle", f"handle frame is {raw.nbytes} bytes, over {MAX_HANDLE_BYTES}")
     try:
-        handle = msgpack.unpackb(raw, raw=False, max_ext_len=0)
+        return msgpack.unpackb(raw, raw=False, max_ext_len=0)
     except Exception as exc:  # msgpack raises many types on garbage
         raise ShmError("bad_handle", f"handle frame is not msgpack "
                        f"({type(exc).__name__})") from None
+
+
+def resolve(frames: Sequence[Any], reader: ShmReader) -> tuple[list[Any], dict[str, Any] | None]:
+    """Received frames -> (wire frames for ``unpack``, the shm handle or None). An offloaded message
+    becomes ``[header, *views into the segment]``; send ``release_token(handle)`` back once the
+    views are no longer used. ShmError for a malformed or stale handle."""
+    handle = offloaded_handle(frames)
+    if handle is None:
+        return list(frames), None
     return [frames[1], *reader.read(handle)], handle

@@ -11,11 +11,10 @@ When the sender's pool is full the frames go over the socket as usual.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import weakref
+from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from gossipml.shm import ShmReader, ShmWriter, offload, release_token, resolve
+from gossipml.shm import ShmReader, ShmWriter, offload, offloaded_handle, release_token
 
 __all__ = ["ShmOutbox", "ShmInbox", "same_host"]
 
@@ -40,7 +39,7 @@ def same_host(a: str, b: str) -> bool:
 class ShmOutbox:
     """Sender side (communication thread only): one :class:`ShmWriter` per destination."""
 
-    def __init__(self, min_bytes: int, max_segments: int = 4) -> None:
+    def __init__(self, min_bytes: int, max_segments: int = 6) -> None:
         self.min_bytes = min_bytes
         self.max_segments = max_segments
         self._writers: dict[int, ShmWriter] = {}
@@ -69,22 +68,26 @@ class ShmOutbox:
 
 
 class ShmInbox:
-    """Receiver side (communication thread only)."""
+    """Receiver side (communication thread only). Buffers are read in place, no copy: the
+    segment is mapped read-write and belongs to the receiver until every tensor decoded from it
+    is gone; then ``release(token)`` is called (from whichever thread drops the last one) so the
+    sender can reuse the segment."""
 
     def __init__(self) -> None:
-        self._reader = ShmReader()
+        self._reader = ShmReader(writable=True)
 
-    def resolve(self, frames: Sequence[Any]) -> tuple[list[Any], dict[str, Any] | None]:
-        """Wire frames for ``unpack`` (buffers copied out of the segment, so it can be released
-        at once) and the release token to send back, or ``(frames, None)`` for a plain message.
+    def resolve(self, frames: Sequence[Any], release: Callable[[dict[str, Any]], None]
+                ) -> list[Any]:
+        """Wire frames for ``unpack``: plain messages unchanged; an offloaded one as
+        ``[header, *views into the segment]``, with ``release`` armed for when they are gone.
         Raises :class:`gossipml.shm.ShmError` for a malformed or stale handle."""
-        out, handle = resolve(frames, self._reader)
+        handle = offloaded_handle(frames)
         if handle is None:
-            return out, None
-        # numpy copies: large allocations get huge pages (madvise), ~2x a bytearray's speed here
-        copies = [np.array(np.frombuffer(v, dtype=np.uint8)) for v in out[1:]]
-        return [out[0], *copies], release_token(handle)
+            return list(frames)
+        base, views = self._reader.read_arrays(handle)
+        weakref.finalize(base, release, release_token(handle))
+        return [frames[1], *views]
 
     def close(self) -> None:
-        """Unmap every segment."""
+        """Unmap every segment no view still uses."""
         self._reader.close()
