@@ -1,0 +1,244 @@
+"""Pacing on real multi-peer runs (threads over inproc://, one processes drill), checked from the
+event logs: SSP's staleness bound, sync going on past a stalled or killed neighbour, async never
+waiting, backup merging exactly k, and push/pull message counts against ``Schedule``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from gossipml.config import ExperimentConfig
+from gossipml.events import read_events
+from gossipml.pacing import Schedule
+from gossipml.results import events_path
+from gossipml.runner import run_in_process, run_local
+
+SLOW = 3  # the peer slowed 3x in every run here
+
+
+def _cfg(n: int, pacing: dict[str, Any], rounds: int = 12, **tables: Any) -> ExperimentConfig:
+    base: dict[str, Any] = {
+        "run": {"n_peers": n, "mode": "threads", "deadline_s": 120},
+        "data": {"dataset": "digits", "partition": "iid"},
+        "task": {"model": "mlp", "optimizer": "sgd", "lr": 0.05, "batch_size": 16},
+        "topology": {"kind": "ring", "weights": "metropolis"},
+        "pacing": {"timeout_s": 10.0, "interval_steps": 4, **pacing},
+        "peer": {"rounds": rounds, "eval_every_rounds": rounds},
+        "emulation": {"compute_slowdown": {str(SLOW): 3.0}},
+    }
+    for key, sub in tables.items():
+        base.setdefault(key, {}).update(sub)
+    return ExperimentConfig.from_dict(base)
+
+
+def _rounds(out: Path, i: int) -> list[dict[str, Any]]:
+    return [e for e in read_events(events_path(out, i)) if e["event"] == "round"]
+
+
+def _final(out: Path, i: int) -> dict[str, Any]:
+    return next(e for e in read_events(events_path(out, i)) if e["event"] == "final")
+
+
+def _run_ok(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    result = run_in_process(cfg, out)
+    assert result.ok and not result.summary["errors"], result.summary
+    return result.summary
+
+
+@pytest.mark.parametrize("s", [0, 1, 2])
+def test_ssp_never_merges_or_advances_past_the_bound(tmp_path, s):
+    # Prepare: 5 peers on a ring, peer 3 three times slower, SSP(s)
+    cfg = _cfg(5, {"mode": "ssp", "max_staleness": s}, rounds=14)
+    # Execute
+    _run_ok(cfg, tmp_path)
+    # Assert: every merged model is at most s clocks old, no peer went on by timeout (so every
+    # advance was the policy's "every live neighbour within s"), and the slow peer's neighbours
+    # recorded waits for it
+    waits_near_slow = 0
+    for i in range(5):
+        rounds = _rounds(tmp_path, i)
+        assert [e["round"] for e in rounds] == list(range(14))
+        for e in rounds:
+            assert all(st <= s for st in e["staleness"]), (i, e)
+            assert e["pace"] in ("within_bound", "rest_dead"), (i, e)
+            assert e["missing"] == [], (i, e)
+            assert set(e["merged"]) <= {(i - 1) % 5, (i + 1) % 5}, (i, e)
+        if i in (2, 4):
+            waits_near_slow += sum(1 for e in rounds if e["wait_s"] > 0)
+    assert waits_near_slow > 0
+
+
+def test_async_never_waits(tmp_path):
+    # Prepare: 4 peers, peer 3 slow, asynchronous pacing
+    cfg = _cfg(4, {"mode": "async"}, rounds=12)
+    # Execute
+    _run_ok(cfg, tmp_path)
+    # Assert: every round's decision is "async" with nothing missing; the wait is the decision's
+    # own cost (no poll interval of 0.05 s is ever taken)
+    for i in range(4):
+        rounds = _rounds(tmp_path, i)
+        assert len(rounds) == 12
+        assert all(e["pace"] == "async" and e["missing"] == [] for e in rounds), i
+        assert max(e["wait_s"] for e in rounds) < 0.05, [e["wait_s"] for e in rounds]
+
+
+def test_backup_merges_exactly_the_first_k(tmp_path):
+    # Prepare: 6 peers on a degree-4 ring, backup k = d - 1 = 3, peer 3 slow
+    cfg = _cfg(6, {"mode": "backup", "backup_k": 3}, rounds=12,
+               topology={"kind": "ring", "k": 4, "weights": "metropolis"})
+    # Execute
+    _run_ok(cfg, tmp_path)
+    # Assert: nobody is dead, so every round merged exactly k senders of round >= r (staleness
+    # <= 0) and named the one late neighbour as missing
+    skipped_slow = 0
+    for i in range(6):
+        for e in _rounds(tmp_path, i):
+            assert e["pace"] == "first_k", (i, e)
+            assert len(e["merged"]) == 3 and len(e["missing"]) == 1, (i, e)
+            assert not set(e["merged"]) & set(e["missing"])
+            assert all(st <= 0 for st in e["staleness"]), (i, e)
+            skipped_slow += SLOW in e["missing"]
+    assert skipped_slow > 0  # the slow peer was the late one somewhere
+
+
+def _threads_run(out: Path, cfg: ExperimentConfig, rounds_of: dict[int, int] | None = None,
+                 leave_early: frozenset[int] = frozenset()) -> dict[int, dict[str, Any]]:
+    """Peers as threads over inproc://; ``rounds_of`` gives some fewer rounds. Every peer stays
+    up (heartbeats going, no models: a stuck peer) until all have finished their loops, except
+    those in ``leave_early``, which close at once (they say goodbye). Returns each staying peer's
+    ``stats()`` read after every loop ended, before any close."""
+    from gossipml.data import load_dataset
+    from gossipml.peer import Peer
+    from gossipml.tasks import build_task
+    import zmq
+
+    n, rounds_of = cfg.run.n_peers, rounds_of or {}
+    addresses = {i: f"inproc://pacing-runs-{id(out)}-{i}" for i in range(n)}
+    dataset = load_dataset(cfg.data.dataset)
+    ctx = zmq.Context()
+    peers = []
+    for i in range(n):
+        torch.manual_seed(i)
+        task = build_task(cfg.task, cfg.data, i, n, cfg.run.seed, dataset=dataset)
+        peers.append((Peer(task.model, cfg, id=i, peers=addresses, num_samples=task.num_samples,
+                           events_path=str(events_path(out, i)), context=ctx), task))
+    for p, _ in peers:
+        p.start()
+    finished = threading.Barrier(n - len(leave_early), timeout=90)
+    stats: dict[int, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def main(i: int) -> None:
+        peer, task = peers[i]
+        try:
+            peer.run(task, rounds_of.get(i, cfg.peer.rounds))
+            if i not in leave_early:
+                finished.wait()
+                time.sleep(0.3)  # let the last pull answers land
+                stats[i] = peer.stats()
+                finished.wait()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            peer.close()
+
+    threads = [threading.Thread(target=main, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+    ctx.term()
+    return stats
+
+
+def test_sync_goes_on_after_timeout_past_a_stuck_neighbour(tmp_path):
+    # Prepare: 3 peers (all neighbours), sync with a 0.5 s timeout; peer 2 stops training after 3
+    # rounds but stays up and keeps sending heartbeats, so it never looks dead
+    cfg = _cfg(3, {"mode": "sync", "timeout_s": 0.5, "dead_after_s": 30.0}, rounds=8,
+               emulation={"compute_slowdown": 1.0})
+    # Execute
+    _threads_run(tmp_path, cfg, {2: 3})
+    # Assert: the others finished every round; from round 3 on each went on by timeout with
+    # peer 2 missing and not merged
+    for i in (0, 1):
+        rounds = _rounds(tmp_path, i)
+        assert [e["round"] for e in rounds] == list(range(8))
+        late = [e for e in rounds if e["round"] >= 4]
+        assert all(e["pace"] == "timeout" and e["missing"] == [2] for e in late), late
+        assert all(2 not in e["merged"] for e in late)
+        assert all(e["wait_s"] >= 0.5 for e in late)
+
+
+def test_sync_goes_on_past_a_neighbour_that_left(tmp_path):
+    # Prepare: as above, but peer 2 closes after 3 rounds (says goodbye): no timeout needed
+    cfg = _cfg(3, {"mode": "sync", "timeout_s": 5.0}, rounds=8,
+               emulation={"compute_slowdown": 1.0})
+    # Execute
+    _threads_run(tmp_path, cfg, {2: 3}, leave_early=frozenset({2}))
+    # Assert: the others finished; after peer 2 left they went on as "rest_dead", never waiting
+    # the 5 s timeout
+    for i in (0, 1):
+        rounds = _rounds(tmp_path, i)
+        assert len(rounds) == 8
+        late = [e for e in rounds if e["round"] >= 5]
+        assert all(e["pace"] == "rest_dead" and e["missing"] == [2] for e in late), late
+        assert all(e["wait_s"] < 5.0 for e in rounds)
+
+
+@pytest.mark.slow
+def test_sync_goes_on_after_a_peer_is_killed(tmp_path):
+    # Prepare: 4 processes on a ring, sync with a 1 s timeout, dead after 3 s of silence;
+    # peer 3 is SIGKILLed 2 s after every peer started
+    cfg = _cfg(4, {"mode": "sync", "timeout_s": 1.0, "dead_after_s": 3.0,
+                   "heartbeat_interval_s": 0.5}, rounds=400,
+               run={"mode": "processes", "deadline_s": 150}, task={"model": "logreg"},
+               emulation={"compute_slowdown": 1.0})
+    cfg = cfg.replace(peer={"rounds": 400, "eval_every_rounds": 400})
+    # Execute
+    result = run_local(cfg, tmp_path, kill_after_s={SLOW: 2.0})
+    # Assert: only the killed peer failed; its neighbours waited out the timeout at least once
+    # with it missing, then went on without it to the end
+    assert result.summary["failed_peers"] == [SLOW], result.summary
+    for i in (2, 0):
+        rounds = _rounds(tmp_path, i)
+        assert len(rounds) == 400
+        gone = [e for e in rounds if SLOW in e["missing"]]
+        assert any(e["pace"] == "timeout" for e in gone), gone[:3]
+        assert gone and gone[-1]["pace"] == "rest_dead" and gone[-1]["round"] == 399
+
+
+def test_push_pull_counts_match_the_schedule(tmp_path):
+    # Prepare: 4 peers, async, 4 steps per round, push every 2 steps, pull every 3; heartbeats
+    # far apart so that after start-up none go out
+    rounds, steps = 10, 40
+    pacing = {"mode": "async", "interval_steps": 4, "push_every_steps": 2, "pull_every_steps": 3,
+              "heartbeat_interval_s": 5.0, "dead_after_s": 60.0}
+    cfg = _cfg(4, pacing, rounds=rounds, emulation={"compute_slowdown": 1.0})
+    # Execute
+    stats = _threads_run(tmp_path, cfg)
+    # Assert: pull requests and answers as Schedule.messages_over says (answers counted once
+    # every loop ended: a pull may land after its target's own last round); every other message
+    # is a push (to each of 2 neighbours) or a heartbeat (to both neighbours; start-up only)
+    sched = Schedule.from_config(cfg.pacing)
+    want = sched.messages_over(steps, out_degree=2)
+    assert want == {"push": 40, "pull_request": 13, "pull_reply": 13}
+    assert all(stats[i]["pulls_sent"] == want["pull_request"] for i in range(4))
+    assert sum(stats[i]["pulls_answered"] for i in range(4)) == 4 * want["pull_reply"]
+    for i in range(4):
+        f = stats[i]
+        assert f["send_dropped"] == 0, f
+        # a push is skipped (both snapshot buffers still being sent) rather than block training
+        pushes = want["push"] - 2 * f["send_skipped"]
+        assert f["send_skipped"] < want["push"] // 2, f  # some pushes went out
+        rest = f["messages_sent"] - pushes - f["pulls_sent"] - f["pulls_answered"]
+        assert rest >= 2 and rest % 2 == 0, f  # heartbeats: whole fan-outs to both neighbours
+        start_s = next(e for e in read_events(events_path(tmp_path, i))
+                       if e["event"] == "start")["t_s"]
+        assert rest <= 2 * (10 * (start_s + 0.5) + 6), f  # 0.1 s apart at start-up, then 5 s
+        assert _final(tmp_path, i)["pulls_sent"] == want["pull_request"]
