@@ -1,4 +1,5 @@
-"""The ``gossipml`` command: ``run`` an experiment on this machine, or be one ``peer`` of it."""
+"""The ``gossipml`` command: ``run`` an experiment on this machine, be one ``peer`` of it,
+``launch`` peers over ssh, or make CURVE ``keys``."""
 
 from __future__ import annotations
 
@@ -28,10 +29,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     peer = verbs.add_parser("peer", help="run one peer (what each host of a multi-host run starts)")
     peer.add_argument("experiment", nargs="?", help="experiment TOML or a run folder's config.json")
-    peer.add_argument("--peers", required=True, help="peer file: ids, addresses, devices")
-    peer.add_argument("--id", type=int, required=True, help="this peer's id in the peer file")
+    peer.add_argument("--peers", help="peer file: ids, addresses, devices (default: read the "
+                      "launcher's environment: Slurm, a StatefulSet, GOSSIPML_PEERS)")
+    peer.add_argument("--id", type=int, help="this peer's id in the peer file")
     peer.add_argument("--events", help="JSONL event file (default: events/peer-<id>.jsonl)")
     peer.add_argument("--log-level", default="WARNING")
+
+    launch = verbs.add_parser("launch", help="start one peer per host slot over ssh")
+    launch.add_argument("experiment", nargs="?", help="experiment TOML (same path on every host)")
+    launch.add_argument("--hosts", required=True, help="hosts file: '[user@]host [slots=N]' lines")
+    launch.add_argument("--peers-file", default="peers.toml",
+                        help="peer file to write (must be readable at this path on every host)")
+    launch.add_argument("--base-port", type=int, default=5555)
+    launch.add_argument("--workdir", default=None, help="remote folder (default: this one)")
+    launch.add_argument("--gossipml", default="gossipml", help="remote command (e.g. a venv path)")
+    launch.add_argument("--timeout-s", type=float, default=3600.0)
+    launch.add_argument("--log-dir", default="launch-logs", help="ssh output, one file per peer")
+    launch.add_argument("--dry-run", action="store_true", help="print the ssh commands only")
+
+    keys = verbs.add_parser("keys", help="make CURVE key pairs (NAME.key, NAME.key_secret)")
+    keys.add_argument("dir", help="keys folder (a peer's [transport] curve_keys_dir)")
+    keys.add_argument("names", nargs="+", help="key names, e.g. peer-0 peer-1")
+    keys.add_argument("--allow", action="store_true",
+                      help="also copy the public keys into DIR/allowed/ (the allow-list)")
     return parser
 
 
@@ -45,8 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.verb == "peer":
             return _cmd_peer(args)
+        if args.verb == "launch":
+            return _cmd_launch(args)
+        if args.verb == "keys":
+            return _cmd_keys(args)
     except ConfigError as exc:
         print(f"gossipml: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # launcher environment, hosts file, keys: the message says what to do
+        print(f"gossipml {args.verb}: {exc}", file=sys.stderr)
         return 2
     return 2
 
@@ -129,33 +156,102 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
                   f"results {summary.get('out_dir')}")
 
 
+def _peer_layout(args: argparse.Namespace) -> tuple[int, dict[int, str], str | None, str | None]:
+    """(id, addresses, bind, device) from the peer file, or from the launcher's environment."""
+    import os
+
+    from gossipml.launch.static import static_layout
+    from gossipml.peersfile import load_peers
+
+    if args.peers is None:
+        layout = static_layout(os.environ)
+        if args.id is not None and args.id != layout.id:
+            raise ValueError(f"--id {args.id} contradicts {layout.source} (rank {layout.id}); "
+                             "drop --id or pass --peers")
+        return layout.id, layout.peers, layout.bind, None
+    if args.id is None:
+        raise ValueError("--peers needs --id (this peer's id in the peer file)")
+    entries = load_peers(args.peers)
+    if not 0 <= args.id < len(entries):
+        raise ValueError(f"--id {args.id} is not in {args.peers} (ids 0..{len(entries) - 1})")
+    me = entries[args.id]
+    return args.id, {e.id: e.address for e in entries}, me.bind, me.device
+
+
 def _cmd_peer(args: argparse.Namespace) -> int:
     import torch
+    import zmq
 
     from gossipml.config import load_experiment
     from gossipml.peer import Peer
-    from gossipml.peersfile import load_peers
     from gossipml.runner import task_aggregation_context
+    from gossipml.security import curve_for
     from gossipml.tasks import build_task
 
+    peer_id, peers, bind, device = _peer_layout(args)
     logging.basicConfig(level=args.log_level.upper(),
-                        format=f"%(asctime)s peer {args.id} %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s peer {peer_id} %(levelname)s %(name)s: %(message)s")
     cfg = load_experiment(args.experiment)
     torch.set_num_threads(cfg.run.torch_threads)
-    entries = load_peers(args.peers)
-    if not 0 <= args.id < len(entries):
-        print(f"gossipml peer: --id {args.id} is not in {args.peers} (ids 0..{len(entries) - 1})",
-              file=sys.stderr)
-        return 2
-    me = entries[args.id]
-    task_cfg = cfg.task if me.device is None else _with_device(cfg.task, me.device)
-    torch.manual_seed(cfg.run.seed + args.id)
-    task = build_task(task_cfg, cfg.data, args.id, len(entries), cfg.run.seed)
-    events = args.events or f"events/peer-{args.id}.jsonl"
-    with Peer(task.model, cfg, id=args.id, peers={e.id: e.address for e in entries},
-              bind=me.bind, num_samples=task.num_samples, events_path=events,
-              aggregation_context=task_aggregation_context(task)) as peer:
-        peer.run(task)
+    task_cfg = cfg.task if device is None else _with_device(cfg.task, device)
+    torch.manual_seed(cfg.run.seed + peer_id)
+    task = build_task(task_cfg, cfg.data, peer_id, len(peers), cfg.run.seed)
+    events = args.events or f"events/peer-{peer_id}.jsonl"
+    context = zmq.Context()
+    curve = curve_for(cfg, peer_id, context)  # the ZAP handler runs before the ROUTER binds
+    try:
+        with Peer(task.model, cfg, id=peer_id, peers=peers, bind=bind,
+                  num_samples=task.num_samples, events_path=events, context=context, curve=curve,
+                  aggregation_context=task_aggregation_context(task)) as peer:
+            peer.run(task)
+    finally:
+        if curve is not None:
+            curve.stop()
+        context.term()
+    return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from gossipml.launch.ssh import (build_ssh_commands, load_hosts, peer_entries_for_hosts,
+                                     run_commands)
+    from gossipml.peersfile import write_peers
+
+    slots = load_hosts(args.hosts)
+    write_peers(args.peers_file, peer_entries_for_hosts(slots, args.base_port))
+    commands = build_ssh_commands(slots, args.peers_file, args.experiment, gossipml=args.gossipml,
+                                  workdir=args.workdir or os.getcwd())
+    if args.dry_run:
+        print(f"# peer file {args.peers_file}: {len(slots)} peers")
+        for c in commands:
+            print(shlex.join(c.argv))
+        return 0
+    codes = run_commands(commands, args.timeout_s, log_dir=args.log_dir)
+    failed = sorted(i for i, c in codes.items() if c != 0)
+    print(f"gossipml launch: {len(codes) - len(failed)}/{len(codes)} peers finished; "
+          f"failed {failed} (logs in {args.log_dir})" if failed else
+          f"gossipml launch: all {len(codes)} peers finished (logs in {args.log_dir})")
+    return 1 if failed else 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    import shutil
+
+    from gossipml.security import ALLOWED_DIR, generate_keypair
+
+    folder = Path(args.dir)
+    for name in args.names:
+        if (folder / f"{name}.key_secret").exists():
+            raise ValueError(f"{folder / (name + '.key_secret')} exists; remove it to make a new pair")
+        public, secret = generate_keypair(folder, name)
+        print(f"{secret} (secret, keep on that peer)  {public} (public)")
+        if args.allow:
+            (folder / ALLOWED_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(public, folder / ALLOWED_DIR / public.name)
+    if args.allow:
+        print(f"allow-list: {folder / ALLOWED_DIR}")
     return 0
 
 

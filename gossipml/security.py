@@ -30,9 +30,14 @@ from zmq.utils import z85
 
 __all__ = ["KeyPair", "generate_keypair", "load_keypair", "load_public_key", "load_allowed_keys",
            "configure_curve_server", "configure_curve_client", "CountingAuthenticator",
-           "start_authenticator", "warn_plaintext_once"]
+           "start_authenticator", "warn_plaintext_once", "CurveSetup", "curve_for",
+           "ALLOWED_DIR", "peer_key_name"]
+
+#: Sub-folder of the keys folder that holds the allow-list (``*.key`` public keys).
+ALLOWED_DIR = "allowed"
 
 _warned_pid: int | None = None
+log = logging.getLogger("gossipml.security")
 _warn_lock = threading.Lock()
 
 
@@ -153,3 +158,70 @@ def warn_plaintext_once(logger: logging.Logger) -> bool:
                    "reach this port can read and inject models. Make keys with `gossipml keys` "
                    "and set an allow-list to encrypt and authenticate. !!!")
     return True
+
+
+def peer_key_name(peer_id: int) -> str:
+    """The key file stem of a peer: ``peer-<id>`` (seeds with unknown ids: ``seed-<index>``)."""
+    return f"peer-{peer_id}" if peer_id >= 0 else f"seed-{-peer_id - 1}"
+
+
+class CurveSetup:
+    """CURVE for one peer: its key pair, its allow-list and the ZAP handler of its context.
+
+    Layout of ``keys_dir``: ``peer-<id>.key_secret`` (this peer's pair), ``allowed/*.key`` (the
+    allow-list), ``allowed/peer-<j>.key`` (neighbour j's server key). A seed dealer (negative
+    id ``-k-1``, id not known yet) uses ``allowed/seed-<k>.key``. The authenticator starts here,
+    so build this before the peer's ROUTER binds; call :meth:`stop` before the context ends.
+    """
+
+    def __init__(self, keys_dir: str | Path, peer_id: int, context: zmq.Context) -> None:
+        self.keys_dir = Path(keys_dir)
+        self.peer_id = peer_id
+        self.keys = load_keypair(self.keys_dir, peer_key_name(peer_id))
+        self.allow_dir = self.keys_dir / ALLOWED_DIR
+        self._server_keys: dict[int, bytes] = {}
+        self.auth = start_authenticator(context, load_allowed_keys(self.allow_dir))
+
+    @property
+    def refused(self) -> int:
+        """CURVE handshakes refused so far (clients not in the allow-list)."""
+        return self.auth.refused
+
+    @property
+    def accepted(self) -> int:
+        """CURVE handshakes accepted so far."""
+        return self.auth.accepted
+
+    def server_key(self, peer_id: int) -> bytes:
+        """Neighbour ``peer_id``'s public key, read once from ``allowed/<name>.key``."""
+        if peer_id not in self._server_keys:
+            path = self.allow_dir / f"{peer_key_name(peer_id)}.key"
+            if not path.is_file():
+                raise ValueError(f"peer {self.peer_id}: no public key {path} for neighbour "
+                                 f"{peer_id}; copy its .key file there (`gossipml keys DIR "
+                                 f"{peer_key_name(peer_id)} --allow`)")
+            self._server_keys[peer_id] = load_public_key(path)
+        return self._server_keys[peer_id]
+
+    def setup_server(self, socket: zmq.Socket) -> None:
+        """Make the inbound ROUTER a CURVE server (the transport calls this before ``bind``)."""
+        configure_curve_server(socket, self.keys)
+
+    def setup_client(self, socket: zmq.Socket, peer_id: int) -> None:
+        """Make a DEALER to ``peer_id`` a CURVE client (the transport calls this before ``connect``)."""
+        configure_curve_client(socket, self.keys, self.server_key(peer_id))
+
+    def stop(self) -> None:
+        """Stop the ZAP handler thread (before the context is terminated)."""
+        if self.auth.is_alive():
+            self.auth.stop()
+
+
+def curve_for(config: object, peer_id: int, context: zmq.Context) -> CurveSetup | None:
+    """The :class:`CurveSetup` of ``config.transport.curve_keys_dir``; None (after a loud
+    warning, once per process) when no keys folder is configured."""
+    keys_dir = getattr(getattr(config, "transport", config), "curve_keys_dir", None)
+    if not keys_dir:
+        warn_plaintext_once(log)
+        return None
+    return CurveSetup(keys_dir, peer_id, context)
