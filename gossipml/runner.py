@@ -234,8 +234,24 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
 def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:
     from gossipml.topology import build_topology
 
-    topo = build_topology(cfg.topology, cfg.run.n_peers)
-    gap = topo.spectral_gap()
+    gap = None
+    if not cfg.membership.enabled:
+        gap = build_topology(cfg.topology, cfg.run.n_peers).spectral_gap()
     return {"experiment": cfg.name, "topology": cfg.topology.kind,
             "spectral_gap": None if gap is None else round(float(gap), 6),
-            "deadline_hit": wall_s > cfg.run.deadline_s, "out_dir": str(out)}
+            "deadline_hit": wall_s > cfg.run.deadline_s, "out_dir": str(out),
+            "label_histograms": label_histograms_of(cfg)}
+
+
+def label_histograms_of(cfg: ExperimentConfig) -> list[list[int]] | None:
+    """Each peer's training-label histogram under the run's partition (the same seeded split
+    every peer computes), or None for streams and regression data."""
+    from gossipml.data import dataset_for, label_histograms, partition_indices
+
+    if cfg.data.stream:
+        return None
+    data = dataset_for(cfg.data)
+    if data.num_classes == 0:
+        return None
+    parts = partition_indices(data.y_train, cfg.run.n_peers, cfg.data)
+    return label_histograms(data.y_train, parts, data.num_classes)

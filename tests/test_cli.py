@@ -29,6 +29,8 @@ def test_default_run_trains_eight_peers_and_writes_results(tmp_path: Path):
         assert {"id", "final_accuracy", "bytes_sent", "bytes_received", "rejected"} <= set(p)
         assert p["bytes_sent"] > 0 and p["bytes_received"] > 0 and p["rejected"] == 0
     assert summary["wall_s"] > 0 and summary["spectral_gap"] > 0
+    hist = summary["label_histograms"]  # digits: 1437 training samples split 8 ways, 10 classes
+    assert len(hist) == 8 and all(len(h) == 10 for h in hist) and sum(map(sum, hist)) == 1437
     assert (out / "accuracy.png").stat().st_size > 1000
     assert (out / "config.json").exists() and (out / "peers.toml").exists()
     assert len(list((out / "events").glob("peer-*.jsonl"))) == 8
