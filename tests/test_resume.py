@@ -1,0 +1,96 @@
+"""Checkpoints and restart: a peer pair stops after a few rounds, restarts from its checkpoints
+and finishes, the clock continuing from the checkpoint (read from the event logs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gossipml.config import ExperimentConfig
+from gossipml.events import read_events
+from gossipml.loop import checkpoint_manager, restore
+from gossipml.peer import Peer
+from tests.helpers import loopback_peers, run_threads
+
+
+def _config(ckpt_dir, rounds: int) -> ExperimentConfig:
+    return ExperimentConfig.from_dict({
+        "run": {"n_peers": 2, "seed": 3},
+        "data": {"dataset": "digits"},
+        "task": {"model": "logreg", "lr": 0.05, "momentum": 0.9, "batch_size": 32},
+        "pacing": {"mode": "sync", "timeout_s": 5.0, "interval_steps": 2},
+        "topology": {"kind": "ring"},
+        "transport": {"shm": False},
+        "peer": {"rounds": rounds, "eval_every_rounds": 2, "startup_timeout_s": 10.0,
+                 "checkpoint_dir": str(ckpt_dir), "checkpoint_every_rounds": 2}})
+
+
+def _task(cfg: ExperimentConfig, i: int):
+    from gossipml.tasks import build_task
+
+    torch.manual_seed(100 + i)
+    return build_task(cfg.task, cfg.data, i, cfg.run.n_peers, cfg.run.seed)
+
+
+def _run_pair(cfg: ExperimentConfig, events_dir) -> list[dict]:
+    addresses = loopback_peers(2)
+    tasks = [_task(cfg, i) for i in range(2)]
+
+    def peer_main(i: int):
+        with Peer(tasks[i].model, cfg, id=i, peers=addresses, num_samples=tasks[i].num_samples,
+                  events_path=str(events_dir / f"peer-{i}.jsonl")) as peer:
+            return peer.run(tasks[i])
+
+    return run_threads([lambda: peer_main(0), lambda: peer_main(1)], 120)
+
+
+def test_pair_stops_restarts_from_checkpoints_and_finishes(tmp_path):
+    ckpt, events = tmp_path / "ckpt", tmp_path / "events"
+    first = _run_pair(_config(ckpt, rounds=5), events)  # checkpoints after rounds 2 and 4
+    assert all(f["clock"] == 5 for f in first)
+    assert sorted(p.name for p in (ckpt / "peer-1").iterdir()) == ["ckpt-00000002.pt",
+                                                                     "ckpt-00000004.pt"]
+    finals = _run_pair(_config(ckpt, rounds=9), events)  # restart: same event files, appended
+    for i, final in enumerate(finals):
+        log = read_events(events / f"peer-{i}.jsonl")
+        resumed = [e for e in log if e["event"] == "resumed"]
+        assert len(resumed) == 1 and resumed[0]["resumed_from"] == 3 and resumed[0]["clock"] == 4
+        after = log[log.index(resumed[0]):]
+        rounds = [e for e in after if e["event"] == "round"]
+        # the fifth round (index 4) of the first run was not checkpointed: it is run again
+        assert [e["round"] for e in rounds] == [4, 5, 6, 7, 8]
+        assert [e["clock"] for e in rounds] == [5, 6, 7, 8, 9]
+        assert all(e["resumed_from"] == 3 and e["merged"] == [1 - i] for e in rounds)
+        assert final["clock"] == 9 and final["resumed_from"] == 3 and final["accuracy"] > 0.5
+    assert sorted(p.name for p in (ckpt / "peer-0").iterdir())[-1] == "ckpt-00000008.pt"
+
+
+def test_restore_puts_back_model_optimizer_and_clock(tmp_path):
+    cfg = _config(tmp_path / "ckpt", rounds=4)
+    task = _task(cfg, 0)
+    for _ in range(3):
+        task.train_step()
+    peer = Peer(task.model, cfg, id=0, peers=loopback_peers(2))  # never started: no sockets used
+    try:
+        peer.clock, peer.local_steps = 6, 12
+        from gossipml.loop import checkpoint_state
+
+        checkpoint_manager(peer).save(6, checkpoint_state(peer, task, 5))
+        fresh = _task(cfg, 1)  # another initialisation
+        assert not torch.equal(next(fresh.model.parameters()), next(task.model.parameters()))
+        assert not fresh.optimizer.state_dict()["state"]
+        other = Peer(fresh.model, cfg, id=0, peers=loopback_peers(2))
+        try:
+            assert restore(other, fresh, checkpoint_manager(other)) == 5
+            assert other.clock == 6 and other.local_steps == 12
+            for a, b in zip(task.model.state_dict().values(), fresh.model.state_dict().values()):
+                assert torch.equal(a, b)
+            want, got = task.optimizer.state_dict()["state"], fresh.optimizer.state_dict()["state"]
+            assert want and sorted(want) == sorted(got)  # momentum buffers came back
+            for k in want:
+                for name, value in want[k].items():
+                    assert torch.equal(torch.as_tensor(value), torch.as_tensor(got[k][name]))
+        finally:
+            other.close()
+    finally:
+        peer.close()
