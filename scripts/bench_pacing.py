@@ -3,7 +3,7 @@ plus the overlap ratio (wall time per round with communication vs. the same step
 
     python scripts/bench_pacing.py [--quick] [--json] [--threads] [--out DIR]
 
-Every mode runs the same experiment (digits, mlp, ring of ``n_peers``, equal rounds, peer 3
+Every mode runs the same experiment (Fashion-MNIST, mlp 256 wide, 20 steps a round, ring of ``n_peers``, equal rounds, peer 3
 slowed 3x through ``[emulation] compute_slowdown``) with ``gossipml.runner.run_local`` (one process
 per peer over tcp loopback; ``--threads``: ``run_in_process``). Per mode: ``wall_s`` (the whole run,
 start-up included), ``train_s`` (the slowest peer's time from its ``start`` event to its ``final``
@@ -49,11 +49,11 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
         "name": f"bench-pacing-{pacing['mode']}",
         "run": {"n_peers": n_peers, "mode": "threads" if threads else "processes",
                 "deadline_s": 600},
-        "data": {"dataset": "digits", "partition": "iid"},
-        "task": {"model": "mlp", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-                 "batch_size": 32},
+        "data": {"dataset": "fmnist", "partition": "iid"},
+        "task": {"model": "mlp", "hidden": 256, "optimizer": "sgd", "lr": 0.05,
+                 "momentum": 0.9, "batch_size": 64, "eval_max_samples": 2000},
         "topology": {"kind": "ring", "weights": "metropolis"},
-        "pacing": {"timeout_s": 30.0, "interval_steps": 5, **pacing},
+        "pacing": {"timeout_s": 30.0, "interval_steps": 20, **pacing},
         "peer": {"rounds": rounds, "eval_every_rounds": rounds},
         "emulation": {"compute_slowdown": {str(SLOW_PEER): 3.0}},
     })
