@@ -94,3 +94,88 @@ def test_restore_puts_back_model_optimizer_and_clock(tmp_path):
             other.close()
     finally:
         peer.close()
+
+
+EXPERIMENT = """
+[run]
+n_peers = 2
+seed = 1
+[data]
+dataset = "digits"
+[task]
+model = "logreg"
+lr = 0.05
+[pacing]
+mode = "sync"
+timeout_s = 3.0
+interval_steps = 5
+dead_after_s = 2.0
+[topology]
+kind = "ring"
+[transport]
+curve_keys_dir = "keys"
+shm = false
+[emulation]
+compute_slowdown = {"0" = 40.0, "1" = 40.0}  # slow rounds: peer 1 comes back before the end
+[peer]
+rounds = 80
+eval_every_rounds = 10
+startup_timeout_s = 10.0
+checkpoint_dir = "ckpt"
+checkpoint_every_rounds = 2
+"""
+
+
+@pytest.mark.slow
+def test_killed_peer_process_restarts_from_its_checkpoint(tmp_path):
+    """`gossipml peer` processes placed by GOSSIPML_PEERS, with CURVE keys: SIGKILL one after its
+    round-10 checkpoint, start it again; it resumes there and both finish."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from gossipml.cli import main
+    from gossipml.runner import child_env, free_ports
+
+    assert main(["keys", str(tmp_path / "keys"), "peer-0", "peer-1", "--allow"]) == 0
+    (tmp_path / "exp.toml").write_text(EXPERIMENT)
+    env = {**child_env(1), "GOSSIPML_PEERS": ",".join(f"tcp://127.0.0.1:{p}"
+                                                      for p in free_ports(2))}
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+
+    def start(i: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "gossipml", "peer", "exp.toml"],
+                                cwd=tmp_path, env={**env, "GOSSIPML_RANK": str(i)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    procs = [start(0), start(1)]
+    try:
+        ckpt1 = tmp_path / "ckpt" / "peer-1"
+        deadline = time.monotonic() + 60
+        while not (ckpt1 / "ckpt-00000010.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        procs[1].kill()  # SIGKILL, mid-run
+        procs[1].wait()
+        newest = max(int(p.stem.split("-")[1]) for p in ckpt1.glob("ckpt-*.pt"))
+        assert 10 <= newest < 80, "the peer finished before it was killed: make rounds slower"
+        procs[1] = start(1)
+        codes = [p.wait(timeout=120) for p in procs]
+        assert codes == [0, 0], [p.stderr.read().decode()[-2000:] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    log1 = read_events(tmp_path / "events" / "peer-1.jsonl")
+    resumed = [e for e in log1 if e["event"] == "resumed"]
+    assert [e["resumed_from"] for e in resumed] == [newest - 1]
+    rounds = [e for e in log1[log1.index(resumed[0]):] if e["event"] == "round"]
+    assert rounds[0]["round"] == newest and rounds[0]["clock"] == newest + 1
+    assert [e["round"] for e in rounds] == list(range(newest, 80))
+    assert any(e["merged"] == [0] for e in rounds)  # it merges peer 0's models again
+    log0 = read_events(tmp_path / "events" / "peer-0.jsonl")
+    after_kill = [e for e in log0 if e["event"] == "round" and e["round"] > newest]
+    assert any(e["merged"] == [1] for e in after_kill)  # and peer 0 merges the restarted peer's
+    finals = [read_events(tmp_path / "events" / f"peer-{i}.jsonl")[-1] for i in range(2)]
+    assert [f["event"] for f in finals] == ["final", "final"]
+    assert finals[1]["clock"] == 80 and finals[1]["resumed_from"] == newest - 1
