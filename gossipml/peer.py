@@ -108,6 +108,7 @@ class Peer:
                               attack=attack, seed=cfg.run.seed * 1000 + id)
         self._inbound = Inbound(self._device)
         self.pulls_sent = 0
+        self.pushes_sent = 0
         self.pulls_answered = 0
         self.mailbox = Mailbox()
         self.events = EventLog(events_path, id)
@@ -115,6 +116,9 @@ class Peer:
         self.clock = 0
         self.local_steps = 0
         self._done = False
+        self._linked = False  # every neighbour heard, and hearing us
+        self._waited_for: set[int] = set()
+        self.heartbeats_sent = 0
         self._last_heartbeat_s = 0.0
         self._neighbor_ids = self._all_neighbors()
         seeds = seed_dealers(cfg.membership.seeds, peers[id]) if self.swarm is not None else {}
@@ -204,9 +208,11 @@ class Peer:
         decision, wait_s = self._pace(r)
         merged, staleness = self._merge(decision.merge, r)
         self.clock += 1
+        clocks = self.mailbox.snapshot()[1]
         out = {"round": r, "merged": merged, "staleness": staleness,
                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
-               "pace": decision.reason}
+               "pace": decision.reason, "waited_for": sorted(self._waited_for),
+               "known_clocks": {str(j): c for j, c in sorted(clocks.items())}}
         if self.swarm is not None:
             out["view"] = sorted(self.swarm.live())
         return out
@@ -219,6 +225,7 @@ class Peer:
             self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
             return
         info = {"num_samples": int(self.num_samples)}
+        self.pushes_sent += 1
         self.transport.submit(Outgoing(
             tuple(dests), lambda: self._outbox.frames(snap.tensors, r, info),
             on_done=lambda: self._pool.release(snap)))
@@ -253,10 +260,13 @@ class Peer:
         start = time.monotonic()
         hard_limit_s = self.config.pacing.timeout_s + 1.0
         decision = None
+        self._waited_for = set()
 
         def ready() -> bool:
             nonlocal decision
             decision = self.pacing.decide(self._view(r, start))
+            if not decision.proceed:
+                self._waited_for.update(decision.missing)  # whom this round waited for
             return decision.proceed
 
         while not self.mailbox.wait(ready, 0.05):
@@ -388,8 +398,13 @@ class Peer:
     def _tick(self) -> None:
         now = time.monotonic()
         interval = self.config.pacing.heartbeat_interval_s
-        if self.clock == 0:
-            interval = min(interval, 0.1)  # start-up: find the neighbours quickly
+        if not self._linked:  # start-up: find the neighbours quickly, both ways
+            interval = min(interval, 0.1)
+            if self.swarm is not None:
+                self._linked = bool(self.swarm.live())
+            else:
+                want = set(self._neighbor_ids)
+                self._linked = self.mailbox.linked(self.id, want) == want
         if now - self._last_heartbeat_s >= interval:
             self._send_heartbeat()
         if self._link is not None:
@@ -397,6 +412,7 @@ class Peer:
 
     def _send_heartbeat(self) -> None:
         self._last_heartbeat_s = time.monotonic()
+        self.heartbeats_sent += 1
         heard = self.mailbox.snapshot()[2]
         info: dict[str, Any] = {"done": self._done, "hears": sorted(heard)}
         dests = self._neighbor_ids
@@ -425,6 +441,8 @@ class Peer:
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
                 "send_dropped": s.send_dropped, "send_failed": s.send_failed,
+                "emulated_drops": s.emulated_drops, "heartbeats_sent": self.heartbeats_sent,
+                "pushes_sent": self.pushes_sent,
                 "rejected": sum(self.rejected.values()),
                 "pulls_sent": self.pulls_sent, "pulls_answered": self.pulls_answered,
                 "rejected_by_reason": dict(self.rejected), "send_skipped": self._pool.skipped}
