@@ -244,7 +244,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     for name in args.names:
         if (folder / f"{name}.key_secret").exists():
-            raise ValueError(f"{folder / (name + '.key_secret')} exists; remove it to make a new pair")
+            raise ValueError(f"{folder / (name + '.key_secret')} exists; remove it first")
         public, secret = generate_keypair(folder, name)
         print(f"{secret} (secret, keep on that peer)  {public} (public)")
         if args.allow:

@@ -208,7 +208,7 @@ class CurveSetup:
         configure_curve_server(socket, self.keys)
 
     def setup_client(self, socket: zmq.Socket, peer_id: int) -> None:
-        """Make a DEALER to ``peer_id`` a CURVE client (the transport calls this before ``connect``)."""
+        """Make a DEALER to ``peer_id`` a CURVE client (before ``connect``)."""
         configure_curve_client(socket, self.keys, self.server_key(peer_id))
 
     def stop(self) -> None:

@@ -109,7 +109,7 @@ def static_layout(environ: Mapping[str, str], hostname: str | None = None) -> St
         return _from_list(environ, info)
     if info is None:
         raise ValueError("no peer file and no launcher environment: pass --peers FILE, run under "
-                         "srun or a Kubernetes StatefulSet (GOSSIPML_WORLD_SIZE, GOSSIPML_SERVICE), "
+                         "srun or a StatefulSet (GOSSIPML_WORLD_SIZE, GOSSIPML_SERVICE), "
                          "or set GOSSIPML_PEERS=tcp://host0:5555,... and GOSSIPML_RANK")
     if info.source == "slurm":
         return _slurm(environ, info)
