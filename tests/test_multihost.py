@@ -168,11 +168,11 @@ def test_seeded_peers_find_each_other_survive_a_kill_and_a_restart(hosts, tmp_pa
         assert _final_accuracy(out, i) > 0.85
 
 
-@pytest.mark.slow
 def test_lossy_slow_links_reach_clean_accuracy(hosts, tmp_path):
     hosts()
     clean = _run_clean(tmp_path / "clean", rounds=100)
     hosts("--rate", "100mbit", "--loss", "10")
     lossy = _run_clean(tmp_path / "lossy", rounds=100)
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
+    print(f"clean mean accuracy {mean(clean):.4f}, 10 % loss + 100 Mbit/s {mean(lossy):.4f}")
     assert mean(lossy) >= mean(clean) - 0.02, (clean, lossy)
