@@ -67,6 +67,19 @@ class Outbox:
         return pack(Message(kind=kind, sender=self.peer_id, round=round_, tensors=tuple(items),
                             info={**info, **extra}))
 
+    def state_dict(self) -> dict[str, Any]:
+        """Codec state (error-feedback residuals, warm starts), the CHOCO reference and the
+        sequence number: what a restarted peer needs to go on sending consistently."""
+        return {"states": self._states, "seq": self._seq,
+                "reference": None if self._sender is None else self._sender.reference}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
+        self._states = state.get("states")
+        self._seq = int(state.get("seq", 0))
+        if self._sender is not None and state.get("reference") is not None:
+            self._sender.reference = dict(state["reference"])
+
 
 class Inbound:
     """Turns a validated model or delta message into the neighbour's model (a dict of tensors)."""
@@ -96,3 +109,14 @@ class Inbound:
                            "keyframe); ignored until the next keyframe")
         x_hat = self._receiver.apply(msg.sender, msg.tensors)
         return {k: v.clone() for k, v in x_hat.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The neighbours' CHOCO references and the stream positions."""
+        return {"copies": self._receiver.copies, "next_seq": dict(self._next_seq),
+                "synced": sorted(self._synced)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
+        self._receiver.copies = {int(k): dict(v) for k, v in state.get("copies", {}).items()}
+        self._next_seq = {int(k): int(v) for k, v in state.get("next_seq", {}).items()}
+        self._synced = {int(s) for s in state.get("synced", [])}

@@ -27,7 +27,7 @@ def checkpoint_manager(peer: "Peer") -> "CheckpointManager | None":
 def checkpoint_state(peer: "Peer", task: Any, round_: int) -> dict[str, Any]:
     """What a checkpoint holds: model and optimizer state, the clock and the local step count."""
     state: dict[str, Any] = {"round": round_, "clock": peer.clock, "local_steps": peer.local_steps,
-                             "model": task.model.state_dict()}
+                             "model": task.model.state_dict(), "comm": peer.comm_state()}
     optimizer = getattr(task, "optimizer", None)
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -45,6 +45,8 @@ def restore(peer: "Peer", task: Any, manager: "CheckpointManager") -> int | None
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     peer.clock = int(state["clock"])
+    if state.get("comm") is not None:  # codec (EF residuals, CHOCO references), ADMM duals
+        peer.load_comm_state(state["comm"])
     peer.local_steps = int(state.get("local_steps", peer.clock * peer.interval_steps))
     return int(state["round"])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import threading
 import time
 from typing import Any, Mapping
 
@@ -433,6 +434,51 @@ class Peer:
             ids = set(self.peers)
         ids.discard(self.id)
         return tuple(sorted(ids))
+
+    # ---- checkpointable state ---------------------------------------------------------
+    def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Codec and aggregation state for a checkpoint, read on the communication thread
+        (which owns the codec state) so it is consistent."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def read() -> None:
+            box["codec"] = {"out": self._outbox.state_dict(), "in": self._inbound.state_dict()}
+            done.set()
+
+        self._on_comm_thread(read)
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"peer {self.id}: communication thread busy for {timeout_s} s")
+        admm = getattr(self.aggregator, "state", None)
+        box["aggregation"] = {"admm_duals": getattr(admm, "duals", None)}
+        return copy.deepcopy(box)
+
+    def load_comm_state(self, state: Mapping[str, Any], timeout_s: float = 10.0) -> None:
+        """Put back what :meth:`comm_state` returned (before the first exchange)."""
+        done = threading.Event()
+
+        def write() -> None:
+            codec = state.get("codec") or {}
+            if codec.get("out") is not None:
+                self._outbox.load_state_dict(codec["out"])
+            if codec.get("in") is not None:
+                self._inbound.load_state_dict(codec["in"])
+            done.set()
+
+        self._on_comm_thread(write)
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"peer {self.id}: communication thread busy for {timeout_s} s")
+        duals = (state.get("aggregation") or {}).get("admm_duals")
+        admm = getattr(self.aggregator, "state", None)
+        if duals is not None and hasattr(admm, "duals"):
+            admm.duals = {int(k): v for k, v in duals.items()}
+
+    def _on_comm_thread(self, fn: Any) -> None:
+        """Run ``fn`` on the communication thread, or here when it is not running."""
+        if self.transport.alive:
+            self.transport.call(fn)
+        else:
+            fn()
 
     # ---- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
