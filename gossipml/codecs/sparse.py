@@ -102,12 +102,8 @@ class _Sparse:
         return idx
 
 
-class TopKCodec(_Sparse):
-    """The k largest-magnitude entries (``fraction`` of them, or ``count``) with their indices.
-    Bound: ``||x - x'||^2 <= (1 - k/n) ||x||^2`` with raw values (kept entries exact)."""
-
-    name = "topk"
-    n_aux = 1
+class _KOfN(_Sparse):
+    """Sparse codecs that keep k of n entries: ``fraction`` of them, or ``count``."""
 
     def __init__(self, fraction: float | None = 0.01, count: int | None = None,
                  value_codec: Codec | None = None, seed: int = 0) -> None:
@@ -116,6 +112,15 @@ class TopKCodec(_Sparse):
 
     def _k(self, numel: int) -> int:
         return resolve_k(numel, self.fraction, self.count)
+
+
+
+class TopKCodec(_KOfN):
+    """The k largest-magnitude entries (``fraction`` of them, or ``count``) with their indices.
+    Bound: ``||x - x'||^2 <= (1 - k/n) ||x||^2`` with raw values (kept entries exact)."""
+
+    name = "topk"
+    n_aux = 1
 
     def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
         """Indices (int32 when they fit) and the values at them."""
@@ -131,19 +136,11 @@ class TopKCodec(_Sparse):
         return self._read_indices(payload, numel, meta_int(payload.meta, "k", 0, numel))
 
 
-class RandKCodec(_Sparse):
+class RandKCodec(_KOfN):
     """k entries at positions drawn from a per-call seed carried in meta (no indices sent).
     Bound: ``||x - x'||^2 <= ||x||^2``, in expectation ``(1 - k/n) ||x||^2``."""
 
     name = "randk"
-
-    def __init__(self, fraction: float | None = 0.01, count: int | None = None,
-                 value_codec: Codec | None = None, seed: int = 0) -> None:
-        super().__init__(value_codec)
-        self.fraction, self.count, self.seed = fraction, count, seed
-
-    def _k(self, numel: int) -> int:
-        return resolve_k(numel, self.fraction, self.count)
 
     def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
         """The values at seeded random positions; state = (call counter, value codec state)."""
