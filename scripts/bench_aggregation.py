@@ -83,7 +83,9 @@ def byzantine_config(rule: str, attack: str, *, rounds: int, interval_steps: int
         "task": {"model": "mlp", "hidden": 128, "optimizer": "sgd", "lr": 0.05,
                  "momentum": 0.9, "batch_size": 32, "eval_max_samples": 2000},
         "topology": {"kind": "full", "weights": "uniform"},
-        "pacing": {"mode": "sync", "timeout_s": 60.0, "interval_steps": interval_steps},
+        # a short timeout: a NaN attacker's models are all rejected, and sync pacing waits the
+        # whole timeout_s for it every round (rounds here take well under a second)
+        "pacing": {"mode": "sync", "timeout_s": 3.0, "interval_steps": interval_steps},
         "aggregation": {"rule": rule, "trim_fraction": 0.2},
         "peer": peer,
     })
@@ -176,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-aggregation-"))
     d_rounds, d_steps = (2, 300) if args.quick else (3, 300)
-    b_rounds, b_steps = (6, 20) if args.quick else (15, 30)
+    b_rounds, b_steps = (8, 20) if args.quick else (20, 30)
     alphas = (0.1,) if args.quick else (0.1, 0.5)
-    attacks = ("none", "scale100", "nan") if args.quick else tuple(ATTACKS)
+    attacks = tuple(ATTACKS)
     rules = ("mean", *ROBUST_RULES)
     rows: list[dict[str, Any]] = []
 
