@@ -39,6 +39,7 @@ class _State:
     last_heard_s: dict[int, float] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
     hears: dict[int, frozenset[int]] = field(default_factory=dict)  # whom each neighbour hears
+    refused: dict[int, int] = field(default_factory=dict)  # newest round refused per sender
 
 
 class Mailbox:
@@ -66,6 +67,18 @@ class Mailbox:
                 self._s.models[sender] = arrival
             self._cond.notify_all()
             return round_ in recent
+
+    def refused(self, sender: int, round_: int) -> None:
+        """Record that ``sender``'s round-``round_`` model arrived and was refused."""
+        with self._cond:
+            self._note(sender, round_, time.monotonic())
+            self._s.refused[sender] = max(round_, self._s.refused.get(sender, -1))
+            self._cond.notify_all()
+
+    def refused_rounds(self) -> dict[int, int]:
+        """Newest refused round per sender."""
+        with self._cond:
+            return dict(self._s.refused)
 
     def at_round(self, sender: int, round_: int) -> Arrival | None:
         """The model ``sender`` sent for exactly ``round_``, if it is still held."""

@@ -243,6 +243,7 @@ class Peer:
 
     def _view(self, r: int, since_s: float) -> PaceView:
         models, clocks, heard, done = self.mailbox.snapshot()
+        refused = self.mailbox.refused_rounds()
         now = time.monotonic()
         dead_after = self.config.pacing.dead_after_s
         dead = {j for j, t in heard.items() if now - t > dead_after} | done
@@ -251,7 +252,9 @@ class Peer:
         expected = tuple(j for j in self.topology.in_neighbors(self.id, r))
         return PaceView(
             clock=r, now_s=now, waiting_since_s=since_s, expected=expected,
-            arrived_rounds={j: a.round for j, a in models.items()},
+            arrived_rounds={**{j: a.round for j, a in models.items()},
+                            **{j: r_ for j, r_ in refused.items()
+                               if r_ > getattr(models.get(j), "round", -1)}},
             known_clocks=clocks, dead=frozenset(dead),
             merged=frozenset(j for j, a in models.items() if a.merged),
             arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
@@ -280,11 +283,12 @@ class Peer:
         newest = self.mailbox.snapshot()[0]
         weights = self.topology.mixing_weights(self.id, r)
         contribs = []
+        refused = self.mailbox.refused_rounds()
         for j in senders:
             # a neighbour may already be a round ahead: its round-r model, if held, is the one
             held = self.mailbox.at_round(j, r) or newest.get(j)
-            if held is None:
-                continue
+            if held is None or refused.get(j, -1) > held.round:
+                continue  # nothing, or only models older than one it sent and we refused
             contribs.append(Contribution(
                 sender=j, round=held.round, params=held.params,
                 weight=float(weights.get(j, 1.0 / (len(senders) + 1))),
@@ -343,19 +347,27 @@ class Peer:
             self._reject(msg.sender, "unexpected_kind", f"kind {msg.kind!r}")
 
     def _accept_model(self, msg: Message) -> None:
+        reason, detail = self._check_model_message(msg)
+        if reason is not None:
+            # the neighbour did deliver its round: pacing need not wait for it, but nothing of
+            # it is merged
+            self.mailbox.refused(msg.sender, msg.round)
+            return self._reject(msg.sender, reason, detail)
+
+    def _check_model_message(self, msg: Message) -> tuple[str | None, str]:
+        """Decode, check and store a model message; ``(reason, detail)`` when refused."""
         names = {name for name, _ in msg.tensors}
         if names != set(self._expected):
-            missing = sorted(set(self._expected) - names)
-            return self._reject(msg.sender, "missing_tensor", f"missing {missing[:3]}")
+            return "missing_tensor", f"missing {sorted(set(self._expected) - names)[:3]}"
         try:
             params = self._inbound.decode(msg)
         except CodecError as exc:
-            reason = "delta_gap" if isinstance(exc, DeltaGap) else "bad_payload"
-            return self._reject(msg.sender, reason, str(exc))
-        reason = check_model(params, self._reference)
-        if reason is not None:
-            return self._reject(msg.sender, reason_slug(reason), reason)
+            return ("delta_gap" if isinstance(exc, DeltaGap) else "bad_payload"), str(exc)
+        problem = check_model(params, self._reference)
+        if problem is not None:
+            return reason_slug(problem), problem
         self.mailbox.put(msg.sender, msg.round, params, msg.info)
+        return None, ""
 
     def _resolve_shm(self, sender: int | None, bufs: list) -> list | None:
         """A same-host message's buffers, read in place from shared memory (the segment goes
