@@ -153,14 +153,28 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     return RunResult(out, summary, codes)
 
 
-def task_aggregation_context(task: Any) -> dict[str, Any]:
+def task_aggregation_context(task: Any, cfg: ExperimentConfig | None = None,
+                             dataset: Any = None) -> dict[str, Any]:
     """What aggregation rules may need from a task: its local inputs (ensemble-then-distill
-    relabels them) and a factory of fresh models of the same architecture."""
+    relabels them), a factory of fresh models of the same architecture, and, with
+    ``[aggregation] public_samples = N``, an unlabeled public set: N training inputs of the
+    dataset drawn with a fixed seed (the same for every peer; their labels are never used)."""
     import copy
 
     ctx: dict[str, Any] = {"model_factory": lambda: copy.deepcopy(task.model)}
     if getattr(task, "x", None) is not None:
         ctx["data"] = task.x
+    n_public = cfg.aggregation.public_samples if cfg is not None else 0
+    if n_public and cfg is not None and not cfg.data.stream:
+        import numpy as np
+        import torch
+
+        from gossipml.data import dataset_for
+
+        data = dataset_for(cfg.data, dataset)
+        pick = np.random.default_rng([cfg.run.seed, 7]).permutation(len(data.x_train))
+        ctx["public_data"] = torch.as_tensor(data.x_train[np.sort(pick[:n_public])]).to(
+            getattr(task, "device", "cpu"))
     return ctx
 
 
@@ -196,7 +210,8 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
         task = build_task(cfg.task, cfg.data, i, n, cfg.run.seed, dataset=dataset)
         peers.append((Peer(task.model, cfg, id=i, peers=addresses, num_samples=task.num_samples,
                            events_path=str(events_path(out, i)), context=ctx,
-                           aggregation_context=task_aggregation_context(task)), task))
+                           aggregation_context=task_aggregation_context(task, cfg, dataset)),
+                      task))
     for peer, _ in peers:
         peer.start()
 

@@ -124,3 +124,22 @@ def test_admm_runs_and_reaches_consensus(tmp_path, monkeypatch):
     centre = torch.stack(flat).mean(0)
     spread = max(float((f - centre).norm()) for f in flat) / float(centre.norm())
     assert spread < 0.1, spread
+
+
+def test_distill_uses_a_configured_unlabeled_public_set(tmp_path):
+    """``[aggregation] public_samples`` hands every peer the same seeded unlabeled inputs."""
+    from gossipml.config import ExperimentConfig
+    from gossipml.data import DataConfig
+    from gossipml.runner import task_aggregation_context
+    from gossipml.tasks import TaskConfig, build_task
+
+    cfg = ExperimentConfig.from_dict({"aggregation": {"rule": "distill", "public_samples": 50}})
+    tasks = [build_task(TaskConfig(model="mlp"), DataConfig(), i, 2, 0) for i in range(2)]
+    ctxs = [task_aggregation_context(t, cfg) for t in tasks]
+    assert ctxs[0]["public_data"].shape == (50, 64)
+    assert torch.equal(ctxs[0]["public_data"], ctxs[1]["public_data"])
+    assert "public_data" not in task_aggregation_context(tasks[0], ExperimentConfig())
+    from gossipml.aggregation import build_aggregator
+
+    agg = build_aggregator(cfg.aggregation, **ctxs[0])
+    assert agg.public is not None and len(agg.public) >= 1

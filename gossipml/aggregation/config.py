@@ -40,6 +40,7 @@ class AggregationConfig:
     distill_optimizer: str = "adam"
     relabel_fraction: float = 1.0
     distill_init: str = "own"  # start the student from the own model or the plain average
+    public_samples: int = 0  # distill also on this many unlabeled inputs (same domain, seeded)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ class AggregationConfig:
             (self.distill_lr > 0, "distill_lr must be > 0"),
             (self.distill_batch_size >= 1, "distill_batch_size must be >= 1"),
             (0.0 < self.relabel_fraction <= 1.0, "relabel_fraction must be in (0, 1]"),
+            (self.public_samples >= 0, "public_samples must be >= 0 (0: local data only)"),
         ]
         for ok, message in checks:
             if not ok:
