@@ -125,12 +125,12 @@ def run_commands(commands: Sequence[SshCommand], timeout_s: float,
                 codes[peer_id] = p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
-                codes[peer_id] = p.wait()
+                codes[peer_id] = p.wait(timeout=30)
         return codes
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.wait(timeout=30)
         for f in files:
             f.close()
