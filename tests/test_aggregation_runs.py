@@ -41,9 +41,9 @@ def _run(cfg: ExperimentConfig, out: Path, monkeypatch: pytest.MonkeyPatch
     tasks: list[Any] = []
     original = runner.task_aggregation_context
 
-    def keep(task: Any) -> dict[str, Any]:
+    def keep(task: Any, *args: Any) -> dict[str, Any]:
         tasks.append(task)
-        return original(task)
+        return original(task, *args)
 
     monkeypatch.setattr(runner, "task_aggregation_context", keep)
     summary = runner.run_in_process(cfg, out).summary
