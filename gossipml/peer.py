@@ -22,22 +22,21 @@ from typing import Any, Mapping
 import torch
 import zmq
 
-from gossipml.aggregation import build_aggregator, check_model, reason_slug
+from gossipml.aggregation import build_aggregator
 from gossipml.aggregation.base import Contribution
-from gossipml.codecs import build_codec, encode_model
-from gossipml.codecs.base import CodecError
+from gossipml.codecs import build_codec
 from gossipml.config import ExperimentConfig
-from gossipml.content import DeltaGap, Inbound, Outbox
+from gossipml.content import Inbound, Outbox
 from gossipml.events import EventLog
+from gossipml.inbox import PeerInbox
 from gossipml.mailbox import Mailbox
 from gossipml.pacing import PaceView, Schedule, build_pacing
 from gossipml.snapshot import SnapshotPool
 from gossipml.swarm import SwarmLink, SwarmTopology, seed_dealers
 from gossipml.topology import build_topology
-from gossipml.shm import ShmError, offloaded_handle
 from gossipml.shmpath import ShmInbox, same_host
 from gossipml.transport import Outgoing, Transport
-from gossipml.wire import Message, WireError, pack, unpack
+from gossipml.wire import Message, pack
 
 __all__ = ["Peer", "exchanged_state", "bind_address"]
 
@@ -126,13 +125,14 @@ class Peer:
         self.transport = Transport(
             id, bind or bind_address(peers[id]),
             {**{j: peers[j] for j in self._neighbor_ids}, **seeds},
-            cfg.transport, self._on_frames,
+            cfg.transport, self._inbox_frames,
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
             shm_dests=frozenset(j for j in self._neighbor_ids if same_host(peers[id], peers[j])),
         )
         self._shm_inbox = ShmInbox()
+        self._inbox = PeerInbox(self)
         self._link = None if self.swarm is None else SwarmLink(
             self.swarm, self.transport, id, peers[id], seeds, self._reject)
 
@@ -310,97 +310,8 @@ class Peer:
         return [c.sender for c in contribs], [r - c.round for c in contribs]
 
     # ---- the communication thread -------------------------------------------------------
-    def _on_frames(self, sender_hint: int | None, frames: list) -> None:
-        if not frames:
-            return self._reject(sender_hint, "too_large", "message over max_message_bytes")
-        bufs = self._resolve_shm(sender_hint, [f.buffer for f in frames])
-        if bufs is None:
-            return
-        try:
-            msg = unpack(bufs,
-                         max_message_bytes=self.config.transport.max_message_bytes,
-                         expected=self._expected)
-        except WireError as exc:
-            return self._reject(sender_hint, exc.reason, str(exc))
-        if sender_hint is not None and msg.sender != sender_hint:
-            return self._reject(sender_hint, "sender_mismatch",
-                                f"header says {msg.sender}, socket says {sender_hint}")
-        if self.swarm is not None:
-            if msg.sender == self.id:
-                return self._reject(msg.sender, "unknown_sender", "a message from myself")
-            self._link.note_member(msg)  # type: ignore[union-attr]
-        elif msg.sender not in self.peers or msg.sender == self.id:
-            return self._reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
-        if msg.kind == "heartbeat":
-            hears = msg.info.get("hears", ())
-            self.mailbox.heard(msg.sender, msg.round, done=bool(msg.info.get("done", False)),
-                               hears=frozenset(h for h in hears if isinstance(h, int)))
-        elif msg.kind in ("model", "delta"):
-            self._accept_model(msg)
-        elif msg.kind == "pull":
-            self._answer_pull(msg.sender)
-        elif msg.kind == "view" and self.swarm is not None:
-            self._link.on_view(msg, self.clock)  # type: ignore[union-attr]
-        elif msg.kind == "ack" and "shm_release" in msg.info:
-            self.transport.shm_release(msg.sender, msg.info["shm_release"])
-        else:
-            self._reject(msg.sender, "unexpected_kind", f"kind {msg.kind!r}")
-
-    def _accept_model(self, msg: Message) -> None:
-        reason, detail = self._check_model_message(msg)
-        if reason is not None:
-            # the neighbour did deliver its round: pacing need not wait for it, but nothing of
-            # it is merged
-            self.mailbox.refused(msg.sender, msg.round)
-            return self._reject(msg.sender, reason, detail)
-
-    def _check_model_message(self, msg: Message) -> tuple[str | None, str]:
-        """Decode, check and store a model message; ``(reason, detail)`` when refused."""
-        names = {name for name, _ in msg.tensors}
-        if names != set(self._expected):
-            return "missing_tensor", f"missing {sorted(set(self._expected) - names)[:3]}"
-        try:
-            params = self._inbound.decode(msg)
-        except CodecError as exc:
-            return ("delta_gap" if isinstance(exc, DeltaGap) else "bad_payload"), str(exc)
-        problem = check_model(params, self._reference)
-        if problem is not None:
-            return reason_slug(problem), problem
-        self.mailbox.put(msg.sender, msg.round, params, msg.info)
-        return None, ""
-
-    def _resolve_shm(self, sender: int | None, bufs: list) -> list | None:
-        """A same-host message's buffers, read in place from shared memory (the segment goes
-        back to its sender once the tensors made from it are gone); plain messages pass through.
-        None (a counted rejection) for a bad handle or one from a peer not on this host."""
-        try:
-            if offloaded_handle(bufs) is None:
-                return bufs
-            if sender is None or sender not in self.transport.shm_dests:
-                return self._reject(sender, "bad_shm", "shared-memory handle from a non-local peer")
-            resolved = self._shm_inbox.resolve(bufs, lambda token: self._release_shm(sender, token))
-        except ShmError as exc:
-            return self._reject(sender, f"shm_{exc.reason}", str(exc))
-        self.transport.stats.bytes_received += sum(memoryview(b).nbytes for b in resolved[1:])
-        return resolved
-
-    def _release_shm(self, sender: int, token: dict[str, Any]) -> None:
-        """Tell ``sender`` its segment is free (any thread: submit only queues)."""
-        ack = Message(kind="ack", sender=self.id, round=0, info={"shm_release": token})
-        self.transport.submit(Outgoing((sender,), lambda: pack(ack)))
-
-    def _answer_pull(self, requester: int) -> None:
-        """Send the current model to ``requester`` (read on this thread while training may be
-        mid-step: a torn read of a few entries is harmless for gossip averaging)."""
-        known = self._neighbor_ids if self._link is None else self._link.connected
-        if requester not in known:
-            return self._reject(requester, "unknown_sender", "pull from a non-neighbour")
-        self.pulls_answered += 1
-        tensors = {k: v.detach().clone() for k, v in exchanged_state(self.model).items()}
-        items, _ = encode_model(tensors, build_codec("identity"), None)
-        msg = Message(kind="model", sender=self.id, round=self.clock, tensors=tuple(items),
-                      info={"num_samples": int(self.num_samples), "pulled": True})
-        self.transport.submit(Outgoing((requester,), lambda: pack(msg)))
+    def _inbox_frames(self, sender_hint: int | None, frames: list) -> None:
+        self._inbox.on_frames(sender_hint, frames)
 
     def _reject(self, sender: int | None, reason: str, detail: str = "") -> None:
         self.rejected[reason] += 1
