@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EventLog", "read_events"]
+__all__ = ["EventLog", "EventTail", "read_events"]
 
 
 class EventLog:
@@ -78,3 +78,35 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         pass
     return out
+
+
+class EventTail:
+    """Follows a growing JSONL event file, reading each byte once; keeps what a live view needs:
+    whether the peer has started, and its newest ``round``/``final`` event."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+        self.started = False
+        self.latest: dict[str, Any] | None = None
+
+    def poll(self) -> None:
+        """Read the lines appended since the last poll (a half-written last line waits)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("event") == "start":
+                self.started = True
+            elif event.get("event") in ("round", "final"):
+                self.latest = event

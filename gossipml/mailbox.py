@@ -108,7 +108,7 @@ class Mailbox:
         with self._cond:
             for sender, round_ in senders.items():
                 held = self._s.models.get(sender)
-                if held is not None and held.round == round_ and held.seq >= 0:
+                if held is not None and held.round == round_:
                     self._s.models[sender] = Arrival(held.sender, held.round, held.params,
                                                      held.info, held.arrived_s, held.seq, True)
 
@@ -129,7 +129,3 @@ class Mailbox:
         with self._cond:
             return self._cond.wait_for(predicate, timeout=max(0.0, timeout_s))
 
-    def notify(self) -> None:
-        """Wake every waiter (after an outside change, e.g. a neighbour declared dead)."""
-        with self._cond:
-            self._cond.notify_all()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gossipml.config import ExperimentConfig
-from gossipml.events import read_events
+from gossipml.events import EventTail
 from gossipml.peersfile import PeerEntry, write_peers
 from gossipml.results import events_path, plot_accuracy, summarize, write_summary
 
@@ -92,18 +92,19 @@ def _kill_all(procs: dict[int, subprocess.Popen]) -> None:
             pass
 
 
-def progress_rows(out: Path, n: int) -> list[dict[str, Any]]:
-    """The newest round event of each peer (for live progress)."""
+def progress_rows(tails: list[EventTail]) -> list[dict[str, Any]]:
+    """The newest round event of each peer (for live progress), reading only new lines."""
     rows = []
-    for i in range(n):
-        rounds = [e for e in read_events(events_path(out, i)) if e["event"] in ("round", "final")]
-        rows.append(rounds[-1] if rounds else {"peer": i})
+    for i, tail in enumerate(tails):
+        tail.poll()
+        rows.append(tail.latest or {"peer": i})
     return rows
 
 
-def _all_started(out: Path, n: int) -> bool:
-    return all(any(e["event"] == "start" for e in read_events(events_path(out, i)))
-               for i in range(n))
+def _all_started(tails: list[EventTail]) -> bool:
+    for tail in tails:
+        tail.poll()
+    return all(t.started for t in tails)
 
 
 def run_local(cfg: ExperimentConfig, out: Path, *,
@@ -126,12 +127,13 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     killed: set[int] = set()
     last_progress = 0.0
     started_s: float | None = None
+    tails = [EventTail(events_path(out, i)) for i in range(n)]
     try:
         while any(p.poll() is None for p in procs.values()):
             elapsed = time.monotonic() - t0
             if elapsed > cfg.run.deadline_s:
                 break
-            if kill_after_s and started_s is None and _all_started(out, n):
+            if kill_after_s and started_s is None and _all_started(tails):
                 started_s = elapsed
             for pid, after in (kill_after_s or {}).items():
                 if (started_s is not None and elapsed - started_s >= after and pid not in killed
@@ -140,7 +142,7 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
                     killed.add(pid)
             if on_progress is not None and elapsed - last_progress >= progress_interval_s:
                 last_progress = elapsed
-                on_progress(progress_rows(out, n), elapsed)
+                on_progress(progress_rows(tails), elapsed)
             time.sleep(0.1)
     finally:
         _kill_all(procs)
@@ -229,11 +231,12 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     for t in threads:
         t.start()
     last = 0.0
+    tails = [EventTail(events_path(out, i)) for i in range(n)]
     while any(t.is_alive() for t in threads) and time.monotonic() - t0 < cfg.run.deadline_s:
         time.sleep(0.2)
         if on_progress is not None and time.monotonic() - last >= progress_interval_s:
             last = time.monotonic()
-            on_progress(progress_rows(out, n), last - t0)
+            on_progress(progress_rows(tails), last - t0)
     wall_s = time.monotonic() - t0
     hung = [i for i, t in enumerate(threads) if t.is_alive()]
     if not hung:

@@ -59,8 +59,3 @@ class SnapshotPool:
         """Mark a buffer free (called once its frames are no longer read by libzmq)."""
         with self._lock:
             snap.busy = False
-
-    @property
-    def size(self) -> int:
-        """Number of buffers allocated so far."""
-        return len(self._buffers)
