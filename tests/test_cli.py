@@ -54,8 +54,7 @@ rounds = 150
 eval_every_rounds = 50
 """)
     out = tmp_path / "run"
-    proc = _run_cli(["run", str(exp), "--out", str(out), "--quiet", "--kill", "2@1.0"],
-                    timeout_s=200)
+    proc = _run_cli(["run", str(exp), "--out", str(out), "--kill", "2@1.0"], timeout_s=200)
     assert proc.returncode == 1, proc.stdout[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_peers"] == [2]
@@ -64,6 +63,9 @@ eval_every_rounds = 50
     assert all(p["finished"] and p["rounds"] == 150 for p in finished)
     assert all(p["final_accuracy"] > 0.8 for p in finished)
     assert "failed peers: [2]" in proc.stdout
+    # live progress (not --quiet): lines with the rounds done so far and the mean accuracy
+    progress = [ln for ln in proc.stdout.splitlines() if "rounds " in ln and "/150" in ln]
+    assert progress and any("mean acc 0." in ln for ln in progress), proc.stdout[-2000:]
 
 
 def test_bad_experiment_file_is_refused_with_a_reason(tmp_path: Path, capsys):
