@@ -1,8 +1,8 @@
 /* Fused single-pass b-bit block quantization for gossipml.ops.quantize (optional; torch is the
  * fallback). Same arithmetic as the torch path, element by element:
  *   lo = min(x_b), scale = (max(x_b) - lo) / levels, inv = nan_to_num(1 / scale) * SHRINK,
- *   bias = 0.5 - lo * inv, code = low byte of (int32) trunc(bias + x * inv), 0 when out of
- *   int32 range or NaN (what torch's float -> uint8 copy does on x86-64);
+ *   bias = 0.5 - lo * inv, code = trunc(clamp(bias + x * inv, 0, levels)), 0 for NaN (what
+ *   torch's float -> uint8 copy gives on x86-64);
  *   decode: lo + code * scale.
  * `fused` selects a single-rounding fmaf for the two "a + b * c" steps, matching torch builds
  * whose addcmul kernels contract to FMA (the Python side probes torch once and passes the flag).
@@ -101,8 +101,13 @@ ALWAYS_INLINE void quantize_all(const float *src, Py_ssize_t n, int levels, Py_s
             inv = 0.0f; /* nan_to_num: constant block (scale 0) -> codes 0 */
         inv = inv * SHRINK_F;
         float bias = mul_add(-lo, inv, 0.5f, fused);
-        for (Py_ssize_t i = 0; i < m; i++)
-            c[i] = to_code(mul_add(x[i], inv, bias, fused));
+        float top = (float)levels;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            float w = mul_add(x[i], inv, bias, fused);
+            w = w < 0.0f ? 0.0f : w; /* clamp like torch.clamp_: NaN stays NaN (-> code 0) */
+            w = w > top ? top : w;
+            c[i] = to_code(w);
+        }
         lo_out[nb] = lo;
         scale_out[nb] = scale;
     }

@@ -1,4 +1,4 @@
-"""Uniform b-bit block quantization (asymmetric min/max per block), pure torch, cache-blocked.
+"""Uniform b-bit block quantization (asymmetric min/max per block): cache-blocked torch, optional C.
 
 Each block of ``block`` consecutive values ``x`` gets ``lo = min(x)`` and
 ``scale = (max(x) - lo) / (2**bits - 1)``; a value becomes the code
@@ -12,7 +12,10 @@ call is deterministic (``generator=None``) on contiguous CPU float32 data, one f
 block replaces the torch passes with bit-identical results (:mod:`gossipml.ops.native`).
 ``GOSSIPML_NO_NATIVE=1`` in the environment (read at each call) forces the torch path below,
 which stays the fallback and the stochastic path. Inputs containing inf/NaN give the same
-codes on both paths on x86-64 (a NaN block has lo = scale = NaN and codes 0).
+codes on both paths on x86-64 (a NaN block has lo = scale = NaN and codes 0). ``x / scale + u``
+is formed as ``x * inv + (u - lo * inv)`` (fast, one addcmul) and clamped to ``[0, 2**bits - 1]``:
+when ``|lo|`` dwarfs ``max - lo`` (a range of a few float32 ulps) cancellation could else carry
+it out of range and the codes would wrap.
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ def _quantize_rows(
         torch.addcmul(half, lo_c.unsqueeze(1), inv_c, value=-1.0, out=b)
         torch.addcmul(b, xs, inv_c, out=w)
         if generator is not None:
-            w.add_(torch.rand(w.shape, generator=generator, device=w.device)).clamp_(0, levels)
+            w.add_(torch.rand(w.shape, generator=generator, device=w.device))
+        w.clamp_(0, levels)  # |lo| >> max - lo: cancellation can push w past 0 or levels + 1
         codes[r0 * width : r1 * width].view(m, width).copy_(w)
 
 
