@@ -7,8 +7,18 @@ process) makes the same choices, and the order in which links are used does not 
 
 ``drop`` is true with probability ``drop_prob``; ``delay_s = max(0, delay_s + U(-jitter_s,
 jitter_s))``. Per-link overrides are keyed ``"a->b"`` (one direction), ``"a-b"`` (both), ``"*->b"``
-or ``"a->*"``; the most specific key wins (exact, then ``a->*``, then ``*->b``). A per-peer compute
-slowdown factor (``>= 1``, 1 = full speed) lives here too: ``{"*": 1.0, "3": 3.0}``.
+or ``"a->*"``; the most specific key wins (exact, then ``a->*``, then ``*->b``).
+
+Compute emulation lives here too:
+
+- ``compute_slowdown``: a per-peer factor (``>= 1``, 1 = full speed), ``{"*": 1.0, "3": 3.0}``;
+- ``straggler_factor`` / ``straggler_every_rounds``: a moving straggler. In each window of
+  ``straggler_every_rounds`` rounds one peer, drawn from ``(seed, window)`` alone (so every peer
+  knows who it is without talking), is slowed by ``straggler_factor`` on top of its own factor;
+- ``step_time_s``: an emulated device. A local step lasts ``step_time_s * factor`` (the peer
+  sleeps out what its real step did not use) instead of its real time ``* factor``. Many peers on
+  few cores then behave like peers on their own devices: a sleeping peer leaves the CPU to the
+  others, so a slow peer slows its neighbours only through the pacing, not through contention.
 
 TOML::
 
@@ -17,6 +27,8 @@ TOML::
     jitter_s = 0.005
     seed = 7
     compute_slowdown = {"3" = 3.0}
+    straggler_factor = 3.0      # plus one moving straggler, redrawn every round
+    step_time_s = 0.03          # each local step lasts 30 ms x its factor
     [emulation.links."0->1"]
     drop_prob = 0.2
 """
@@ -95,11 +107,15 @@ class LinkEmulation:
     seed: int = 0
     links: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     compute_slowdown: Mapping[str, float] | float = 1.0
+    straggler_factor: float = 1.0
+    straggler_every_rounds: int = 1
+    step_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_link(self.delay_s, self.jitter_s, self.drop_prob, "emulation ")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"emulation seed must be an integer >= 0, got {self.seed!r}")
+        _check_compute(self.straggler_factor, self.straggler_every_rounds, self.step_time_s)
         table: dict[tuple[int | None, int | None], LinkSpec] = {}
         for key, spec in dict(self.links).items():
             if not isinstance(spec, Mapping) or set(spec) - set(_LINK_KEYS):
@@ -141,6 +157,30 @@ class LinkEmulation:
         slow: dict[int | None, float] = self._slowdown  # type: ignore[attr-defined]
         return slow.get(peer, slow.get(None, 1.0))
 
+    def straggler(self, round_: int, n_peers: int) -> int | None:
+        """The moving straggler in ``round_`` among peers ``0..n_peers-1`` (None when off):
+        one draw per window of ``straggler_every_rounds`` rounds, keyed by ``(seed, window)``."""
+        if self.straggler_factor <= 1.0 or n_peers < 1:
+            return None
+        window = max(round_, 0) // self.straggler_every_rounds
+        return int(np.random.default_rng([self.seed, 0x57A6, window]).integers(n_peers))
+
+    def step_factor(self, peer: int, round_: int, n_peers: int) -> float:
+        """Compute factor of ``peer``'s steps in ``round_``: its own slowdown, times
+        ``straggler_factor`` when it is that round's moving straggler."""
+        factor = self.slowdown(peer)
+        if self.straggler(round_, n_peers) == peer:
+            factor *= self.straggler_factor
+        return factor
+
+    def pad_s(self, factor: float, step_s: float) -> float:
+        """How long to sleep after a real step of ``step_s`` seconds run at ``factor``:
+        ``step_time_s * factor - step_s`` (never < 0) with an emulated device, else
+        ``(factor - 1) * step_s``."""
+        if self.step_time_s > 0:
+            return max(0.0, self.step_time_s * factor - step_s)
+        return max(0.0, (factor - 1.0) * step_s)
+
     def decide(self, src: int, dst: int, message: int) -> tuple[bool, float]:
         """``(drop, delay_s)`` for message number ``message`` on ``src -> dst``; see module doc."""
         return link_decision(self.link(src, dst), self.seed, src, dst, message)
@@ -148,6 +188,19 @@ class LinkEmulation:
     def policy(self, src: int) -> LinkPolicy:
         """The transport's ``link_policy`` for peer ``src``: ``(dest, n) -> (drop, delay_s)``."""
         return lambda dest, n: self.decide(src, dest, n)
+
+
+def _check_compute(factor: float, every_rounds: int, step_time_s: float) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1.0:
+        raise ValueError(f"emulation straggler_factor must be a number >= 1.0 (1.0 = no "
+                         f"straggler), got {factor!r}")
+    if isinstance(every_rounds, bool) or not isinstance(every_rounds, int) or every_rounds < 1:
+        raise ValueError(f"emulation straggler_every_rounds must be an integer >= 1, "
+                         f"got {every_rounds!r}")
+    if isinstance(step_time_s, bool) or not isinstance(step_time_s, (int, float)) \
+            or not 0.0 <= step_time_s <= 60.0:
+        raise ValueError(f"emulation step_time_s must be a number in [0, 60] seconds "
+                         f"(0 = the real step time), got {step_time_s!r}")
 
 
 def link_decision(spec: LinkSpec, seed: int, src: int, dst: int,

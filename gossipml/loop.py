@@ -62,7 +62,7 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
     """
     cfg = peer.config.peer
     rounds = cfg.rounds if rounds is None else rounds
-    slowdown = peer.config.emulation.slowdown(peer.id)
+    emulation = peer.config.emulation
     manager = checkpoint_manager(peer)
     first = 0
     if manager is not None:
@@ -77,11 +77,13 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
     for r in range(first, rounds):
         losses = []
         result = None
+        factor = emulation.step_factor(peer.id, r, peer.n_peers)
         while result is None:
             t0 = time.perf_counter()
             losses.append(float(task.train_step()))
-            if slowdown > 1.0:  # emulate a slower device: stretch the step's own time
-                time.sleep((slowdown - 1.0) * (time.perf_counter() - t0))
+            pad_s = emulation.pad_s(factor, time.perf_counter() - t0)
+            if pad_s > 0:  # emulate a slower (or a fixed-speed) device
+                time.sleep(pad_s)
             result = peer.step()
         fields: dict[str, Any] = {**result, "loss": sum(losses) / len(losses),
                                   "clock": peer.clock, **peer.stats()}

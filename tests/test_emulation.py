@@ -68,6 +68,32 @@ def test_compute_slowdown_per_peer():
     assert LinkEmulation(compute_slowdown={3: 3.0}).slowdown(2) == 1.0
 
 
+def test_moving_straggler_is_shared_windowed_and_spread():
+    emu = LinkEmulation(straggler_factor=3.0, straggler_every_rounds=2, seed=5)
+    who = [emu.straggler(r, 8) for r in range(400)]
+    assert who == [LinkEmulation(straggler_factor=3.0, straggler_every_rounds=2,
+                                 seed=5).straggler(r, 8) for r in range(400)]  # any process agrees
+    assert all(who[2 * w] == who[2 * w + 1] for w in range(200))  # one draw per window
+    counts = [who[::2].count(p) for p in range(8)]
+    assert min(counts) >= 10 and max(counts) <= 45  # 200 draws over 8 peers (mean 25)
+    assert LinkEmulation(straggler_factor=3.0, seed=6).straggler(0, 8) is not None
+    assert LinkEmulation().straggler(3, 8) is None  # factor 1: off
+
+
+def test_step_factor_and_padding():
+    emu = LinkEmulation(compute_slowdown={"1": 2.0}, straggler_factor=3.0, seed=1)
+    for r in range(20):
+        s = emu.straggler(r, 4)
+        for p in range(4):
+            want = (2.0 if p == 1 else 1.0) * (3.0 if p == s else 1.0)
+            assert emu.step_factor(p, r, 4) == want
+    assert emu.pad_s(3.0, 0.01) == pytest.approx(0.02)  # real time stretched
+    assert emu.pad_s(1.0, 0.01) == 0.0
+    device = LinkEmulation(step_time_s=0.05)
+    assert device.pad_s(3.0, 0.01) == pytest.approx(0.14)  # 3 x 50 ms, 10 ms of it real
+    assert device.pad_s(1.0, 0.08) == 0.0  # a step slower than the device: no pad
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"drop_prob": 1.5}, r"drop_prob must be in \[0, 1\]"),
     ({"delay_s": -0.1}, "delay_s must be a number >= 0"),
@@ -77,6 +103,9 @@ def test_compute_slowdown_per_peer():
     ({"links": {"0->1": {"latency": 0.1}}}, "keys from"),
     ({"links": {"0->1": {"jitter_s": -1}}}, "link '0->1': jitter_s must be"),
     ({"compute_slowdown": {"2": 0.5}}, r"compute_slowdown\['2'\] must be a number >= 1.0"),
+    ({"straggler_factor": 0.5}, "straggler_factor must be a number >= 1.0"),
+    ({"straggler_every_rounds": 0}, "straggler_every_rounds must be an integer >= 1"),
+    ({"step_time_s": -0.01}, r"step_time_s must be a number in \[0, 60\]"),
 ])
 def test_config_errors_say_what_to_change(kwargs, match):
     with pytest.raises(ValueError, match=match):
