@@ -71,6 +71,7 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             first = resumed + 1
             peer.events.emit("resumed", resumed_from=resumed, clock=peer.clock,
                              rounds_left=max(rounds - first, 0))
+    peer.final_round = rounds - 1
     if first < rounds:  # a peer resumed after its last round has nobody to wait for
         peer.wait_for_neighbors()
     metrics: dict[str, Any] = {}

@@ -58,6 +58,7 @@ class PacingConfig:
     interval_steps: int = 1
     push_every_steps: int | None = None  # None: every interval_steps
     pull_every_steps: int | None = None  # None: never pull (push-only gossip)
+    final_sync: bool = False  # the last round waits for every live neighbour's last model
 
     def __post_init__(self) -> None:
         if self.mode not in PACING_MODES:
@@ -76,6 +77,8 @@ class PacingConfig:
         if self.backup_k is not None and (not _is_int(self.backup_k) or self.backup_k < 1):
             raise ValueError(f"backup_k must be an integer >= 1 for pacing='backup' (or unset for "
                              f"d - 1), got {self.backup_k!r}")
+        if not isinstance(self.final_sync, bool):
+            raise ValueError(f"final_sync must be true or false, got {self.final_sync!r}")
         for name in ("interval_steps", "push_every_steps", "pull_every_steps"):
             value = getattr(self, name)
             if (value is not None or name == "interval_steps") and (

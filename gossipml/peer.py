@@ -30,7 +30,7 @@ from gossipml.content import Inbound, Outbox
 from gossipml.events import EventLog
 from gossipml.inbox import PeerInbox
 from gossipml.mailbox import Mailbox
-from gossipml.pacing import PaceView, Schedule, build_pacing
+from gossipml.pacing import PaceView, Schedule, SyncPacing, build_pacing
 from gossipml.snapshot import SnapshotPool
 from gossipml.swarm import SwarmLink, SwarmTopology, seed_dealers
 from gossipml.topology import build_topology
@@ -90,6 +90,8 @@ class Peer:
         self.n_peers = len(peers)
         self.topology = self.swarm or build_topology(cfg.topology, self.n_peers)
         self.pacing = build_pacing(cfg.pacing)
+        self._final_pacing = SyncPacing(cfg.pacing.timeout_s)
+        self.final_round: int | None = None  # the loop sets it (for [pacing] final_sync)
         self.codec = build_codec(cfg.codec)
         self.aggregator = build_aggregator(cfg.aggregation, **{
             "num_samples": num_samples, "model_factory": lambda: copy.deepcopy(model),
@@ -105,7 +107,8 @@ class Peer:
         attack = cfg.peer.attack if id in cfg.peer.attackers else ""
         self._outbox = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
                               keyframe_every_rounds=cfg.peer.keyframe_every_rounds,
-                              attack=attack, seed=cfg.run.seed * 1000 + id)
+                              attack=attack, seed=cfg.run.seed * 1000 + id,
+                              keyframe_codec=cfg.peer.keyframe_codec)
         self._inbound = Inbound(self._device)
         self.pulls_sent = 0
         self.pushes_sent = 0
@@ -265,10 +268,13 @@ class Peer:
         hard_limit_s = self.config.pacing.timeout_s + 1.0
         decision = None
         self._waited_for = set()
+        pacing = self.pacing
+        if r == self.final_round and self.config.pacing.final_sync:
+            pacing = self._final_pacing  # end on fresh models: wait like sync, bounded too
 
         def ready() -> bool:
             nonlocal decision
-            decision = self.pacing.decide(self._view(r, start))
+            decision = pacing.decide(self._view(r, start))
             if not decision.proceed:
                 self._waited_for.update(decision.missing)  # whom this round waited for
             return decision.proceed

@@ -40,9 +40,9 @@ OVERLAP_STEPS = 10
 MODES: dict[str, dict[str, Any]] = {
     "sync": {"mode": "sync"},
     "async": {"mode": "async"},
-    "ssp1": {"mode": "ssp", "max_staleness": 1},
-    "ssp2": {"mode": "ssp", "max_staleness": 2},
-    "ssp4": {"mode": "ssp", "max_staleness": 4},
+    "ssp1": {"mode": "ssp", "max_staleness": 1, "final_sync": True},
+    "ssp2": {"mode": "ssp", "max_staleness": 2, "final_sync": True},
+    "ssp4": {"mode": "ssp", "max_staleness": 4, "final_sync": True},
     "backup": {"mode": "backup"},  # backup_k unset: d - 1
 }
 

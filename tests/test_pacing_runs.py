@@ -73,6 +73,22 @@ def test_ssp_never_merges_or_advances_past_the_bound(tmp_path, s):
     assert waits_near_slow > 0
 
 
+def test_ssp_final_sync_ends_on_every_neighbours_last_model(tmp_path):
+    # Prepare: 5 peers on a ring, peer 3 three times slower, SSP(2) with a synchronous last round
+    cfg = _cfg(5, {"mode": "ssp", "max_staleness": 2, "final_sync": True}, rounds=10)
+    # Execute
+    _run_ok(cfg, tmp_path)
+    # Assert: the last round merged both ring neighbours' round-9 (or later) models and said so
+    # as a synchronous round; the rounds before it stayed SSP rounds
+    for i in range(5):
+        rounds = _rounds(tmp_path, i)
+        last = rounds[-1]
+        assert last["round"] == 9 and last["pace"] == "all_arrived", (i, last)
+        assert sorted(last["merged"]) == sorted({(i - 1) % 5, (i + 1) % 5}), (i, last)
+        assert all(st <= 0 for st in last["staleness"]), (i, last)
+        assert all(e["pace"] in ("within_bound", "rest_dead") for e in rounds[:-1]), i
+
+
 def test_async_never_waits(tmp_path):
     # Prepare: 4 peers, peer 3 slow, asynchronous pacing
     cfg = _cfg(4, {"mode": "async"}, rounds=12)
