@@ -33,7 +33,7 @@ class Outbox:
     """Encodes snapshots into wire frames: parameters, or CHOCO deltas with keyframes."""
 
     def __init__(self, peer_id: int, codec: Codec, *, delta: bool, keyframe_every_rounds: int,
-                 attack: str = "", seed: int = 0) -> None:
+                 attack: str = "", seed: int = 0, keyframe_codec: str = "identity") -> None:
         self.peer_id = peer_id
         self.codec = codec
         self.delta = delta
@@ -42,7 +42,7 @@ class Outbox:
         self.seed = seed
         self._states: Any = None
         self._sender = DeltaSender(codec) if delta else None
-        self._raw = build_codec("identity")
+        self._keyframe_codec = build_codec(keyframe_codec)
         self._seq = 0
 
     def frames(self, tensors: Mapping[str, torch.Tensor], round_: int,
@@ -56,9 +56,11 @@ class Outbox:
             items, self._states = encode_model(tensors, self.codec, self._states)
             kind = "model"
         elif round_ % self.keyframe_every_rounds == 0:
-            # keyframe: the reference jumps to the model itself, sent raw; receivers reset to it
-            self._sender.reference = {k: v.detach().clone() for k, v in tensors.items()}
-            items, _ = encode_model(self._sender.reference, self._raw, None)
+            # keyframe: the reference jumps to the model as the keyframe codec carries it (raw by
+            # default); receivers reset to the same decoded tensors
+            items, _ = encode_model(tensors, self._keyframe_codec, None)
+            decoded = decode_model(items, next(iter(tensors.values())).device) if tensors else {}
+            self._sender.reference = {k: v.clone() for k, v in decoded.items()}
             kind = "delta"
             extra["keyframe"] = True
         else:

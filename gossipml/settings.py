@@ -28,6 +28,8 @@ class PeerConfig:
     startup_timeout_s: float = 30.0  # wait this long for in-neighbours to say hello
     consensus_step: float = 1.0  # gamma: x <- x + gamma * (aggregate - x)
     keyframe_every_rounds: int = 10  # content = "delta": resend the reference every N rounds
+    keyframe_codec: str = "identity"  # how keyframes travel ("q8": 4x fewer bytes, reference
+    # becomes the decoded keyframe on both sides)
     attack: str = ""  # Byzantine behaviour of the `attackers`: "scale:100", "nan", "noise:1"
     attackers: tuple[int, ...] = ()
     checkpoint_dir: str | None = None  # per-peer subfolders peer-<id>/; resume from the newest
@@ -44,6 +46,12 @@ class PeerConfig:
             raise ConfigError("[peer] consensus_step must be in (0, 1]")
         if self.keyframe_every_rounds < 1:
             raise ConfigError("[peer] keyframe_every_rounds must be >= 1")
+        from gossipml.codecs import build_codec
+
+        try:
+            build_codec(self.keyframe_codec)
+        except ValueError as exc:
+            raise ConfigError(f"[peer] keyframe_codec: {exc}") from None
         if self.checkpoint_every_rounds < 0:
             raise ConfigError("[peer] checkpoint_every_rounds must be >= 0 (0 = never)")
         if self.checkpoint_every_rounds and not self.checkpoint_dir:

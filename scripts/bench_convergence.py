@@ -40,6 +40,8 @@ class Row:
     config: str
     spec: str
     consensus_step: float = 1.0
+    keyframe_every_rounds: int = 0  # 0: one keyframe, at round 0
+    keyframe_codec: str = "identity"
 
 
 #: The rows of the issue, then CHOCO delta rows (content = change since the last exchange).
@@ -55,6 +57,9 @@ CONFIGS: dict[str, Row] = {r.config: r for r in (
     Row("q8+delta", "q8+delta", 1.0),
     Row("topk:0.01+delta g=0.5", "topk:0.01+delta", 0.5),
     Row("topk:0.01>q8+delta g=0.5", "topk:0.01>q8+delta", 0.5),
+    # CHOCO deltas plus a q8 keyframe every 13 rounds: 1/80 + 1/(3.9 * 13) of dense, ~33x fewer
+    Row("topk:0.01>q8+delta g=0.5 kf=q8/13", "topk:0.01>q8+delta", 0.5, 13, "q8"),
+    Row("topk:0.01>q8+delta g=1 kf=q8/13", "topk:0.01>q8+delta", 1.0, 13, "q8"),
 )}
 
 #: Experiment knobs per preset (model, rounds, local steps per round, evaluation subset, mode).
@@ -82,7 +87,9 @@ def experiment(row: Row, preset: dict[str, Any], *, n_peers: int = 16, seed: int
         # CHOCO rows: one keyframe at round 0 only (threads/inproc loses no message); the
         # default (every 10 rounds) would resend the full reference and cap the byte reduction.
         "peer": {"rounds": rounds, "eval_every_rounds": rounds,
-                 "consensus_step": row.consensus_step, "keyframe_every_rounds": 10 * rounds},
+                 "consensus_step": row.consensus_step,
+                 "keyframe_every_rounds": row.keyframe_every_rounds or 10 * rounds,
+                 "keyframe_codec": row.keyframe_codec},
     }
 
 
