@@ -19,6 +19,7 @@ if "--no-thp" not in os.sys.argv:
 import torch  # noqa: E402
 
 from gossipml.codecs import build_codec, decode_payload  # noqa: E402
+from gossipml.ops.quantize import native_available  # noqa: E402
 
 SPECS = ["identity", "fp16", "bf16", "q8", "q4", "q2", "q8:stochastic=true", "sign", "topk:0.01",
          "randk:0.01", "topk:0.01>q8", "lowrank:2"]
@@ -90,7 +91,7 @@ def main() -> None:
         memcpy = _memcpy_gbps(big if label != "model" else torch.cat(
             [t.reshape(-1) for t in tensors.values()]), repeats + 2)
         for spec in SPECS:
-            row = {"tensor": label, "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1", **_bench(spec, tensors, repeats), "memcpy_gbps": memcpy}
+            row = {"tensor": label, "native_kernel": native_available(), "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1", **_bench(spec, tensors, repeats), "memcpy_gbps": memcpy}
             row["encode_vs_memcpy"] = row["encode_gbps"] / memcpy
             row["decode_vs_memcpy"] = row["decode_gbps"] / memcpy
             rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
