@@ -11,7 +11,8 @@ the byte reduction against the dense (identity) run::
 
 Measured (--quick, threads, shared 2-core box, 4 min 04 s): dense 0.7902; q8+ef -0.21 points at
 3.9x fewer bytes; q4+ef -0.31 at 7.7x; topk:0.01+ef +12.0 at 48x; sign+ef +3.4 at 31x;
-lowrank:2+ef +58 at 44x; q8+delta +0.28 at 3.9x; topk:0.01+delta (step 0.5) +4.6 at 37x.
+lowrank:2+ef +58 at 44x; q8+delta +0.28 at 3.9x; topk:0.01+delta (step 0.5) +4.6 at 37x;
+topk:0.01>q8+delta with a q8 keyframe every 13 rounds (step 1) +3.4 at 30.6x (dense 0.7931).
 Sparse and low-rank codecs over full parameters fail: the receiver merges the zeros of the
 entries not sent; use ``+delta`` (CHOCO) content for them.
 
