@@ -48,12 +48,16 @@ LinkPolicy = Callable[[int, int], tuple[bool, float]]
 _LINK_KEYS = ("delay_s", "jitter_s", "drop_prob")
 
 
+def _in_range(value: Any, lo: float, hi: float = float("inf")) -> bool:
+    """A real number (not a bool) in ``[lo, hi]``."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and lo <= value <= hi
+
+
 def _check_link(delay_s: float, jitter_s: float, drop_prob: float, where: str) -> None:
     for name, value in (("delay_s", delay_s), ("jitter_s", jitter_s)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if not _in_range(value, 0.0):
             raise ValueError(f"{where}{name} must be a number >= 0 (seconds), got {value!r}")
-    if isinstance(drop_prob, bool) or not isinstance(drop_prob, (int, float)) \
-            or not 0.0 <= drop_prob <= 1.0:
+    if not _in_range(drop_prob, 0.0, 1.0):
         raise ValueError(f"{where}drop_prob must be in [0, 1], got {drop_prob!r}")
 
 
@@ -99,7 +103,8 @@ def _expand_key(key: str) -> list[tuple[int | None, int | None]]:
 
 @dataclass(frozen=True)
 class LinkEmulation:
-    """Emulation config: default link behaviour, per-link overrides, per-peer compute slowdown."""
+    """Emulation config: default link behaviour, per-link overrides, and compute emulation (per-peer
+    slowdown, a moving straggler, an emulated device step time); see the module docstring."""
 
     delay_s: float = 0.0
     jitter_s: float = 0.0
@@ -130,7 +135,7 @@ class LinkEmulation:
         slow_map = {"*": slow} if not isinstance(slow, Mapping) else dict(slow)
         slowdown: dict[int | None, float] = {}
         for key, factor in slow_map.items():
-            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1.0:
+            if not _in_range(factor, 1.0):
                 raise ValueError(f"emulation compute_slowdown[{key!r}] must be a number >= 1.0 "
                                  f"(1.0 = full speed), got {factor!r}")
             slowdown[_parse_peer(str(key), f"compute_slowdown {key!r}")] = float(factor)
@@ -191,14 +196,13 @@ class LinkEmulation:
 
 
 def _check_compute(factor: float, every_rounds: int, step_time_s: float) -> None:
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1.0:
+    if not _in_range(factor, 1.0):
         raise ValueError(f"emulation straggler_factor must be a number >= 1.0 (1.0 = no "
                          f"straggler), got {factor!r}")
     if isinstance(every_rounds, bool) or not isinstance(every_rounds, int) or every_rounds < 1:
         raise ValueError(f"emulation straggler_every_rounds must be an integer >= 1, "
                          f"got {every_rounds!r}")
-    if isinstance(step_time_s, bool) or not isinstance(step_time_s, (int, float)) \
-            or not 0.0 <= step_time_s <= 60.0:
+    if not _in_range(step_time_s, 0.0, 60.0):
         raise ValueError(f"emulation step_time_s must be a number in [0, 60] seconds "
                          f"(0 = the real step time), got {step_time_s!r}")
 

@@ -89,6 +89,26 @@ def test_ssp_final_sync_ends_on_every_neighbours_last_model(tmp_path):
         assert all(e["pace"] in ("within_bound", "rest_dead") for e in rounds[:-1]), i
 
 
+def test_emulated_device_and_moving_straggler_set_step_times(tmp_path):
+    # Prepare: 4 async peers (nobody waits), each step an emulated 20 ms device step, one moving
+    # 3x straggler per round drawn from the seed
+    emulation = {"compute_slowdown": 1.0, "step_time_s": 0.02, "straggler_factor": 3.0, "seed": 4}
+    cfg = _cfg(4, {"mode": "async"}, rounds=8, emulation=emulation)
+    # Execute
+    _run_ok(cfg, tmp_path)
+    # Assert: every round lasted at least its 4 emulated steps, and the round's straggler (the
+    # peer every process computes from the seed) at least 3x that
+    slowed = 0
+    for i in range(4):
+        events = [e for e in read_events(events_path(tmp_path, i))
+                  if e["event"] in ("start", "round")]
+        for prev, e in zip(events, events[1:]):
+            floor_s = 4 * 0.02 * (3.0 if cfg.emulation.straggler(e["round"], 4) == i else 1.0)
+            slowed += floor_s > 0.08
+            assert e["t_s"] - prev["t_s"] >= 0.98 * floor_s, (i, e["round"])
+    assert slowed == 8  # one straggler per round
+
+
 def test_async_never_waits(tmp_path):
     # Prepare: 4 peers, peer 3 slow, asynchronous pacing
     cfg = _cfg(4, {"mode": "async"}, rounds=12)
