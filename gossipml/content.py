@@ -60,7 +60,9 @@ class Outbox:
             # default); receivers reset to the same decoded tensors
             items, _ = encode_model(tensors, self._keyframe_codec, None)
             decoded = decode_model(items, next(iter(tensors.values())).device) if tensors else {}
-            self._sender.reference = {k: v.clone() for k, v in decoded.items()}
+            # raw payloads decode to views of the snapshot being sent: copy those only
+            self._sender.reference = {name: decoded[name].clone() if p.codec == "identity"
+                                      else decoded[name] for name, p in items}
             kind = "delta"
             extra["keyframe"] = True
         else:
