@@ -17,7 +17,7 @@ import copy
 import logging
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import zmq
@@ -90,7 +90,6 @@ class Peer:
         self.n_peers = len(peers)
         self.topology = self.swarm or build_topology(cfg.topology, self.n_peers)
         self.pacing = build_pacing(cfg.pacing)
-        self._final_pacing = SyncPacing(cfg.pacing.timeout_s)
         self.final_round: int | None = None  # the loop sets it (for [pacing] final_sync)
         self.codec = build_codec(cfg.codec)
         self.aggregator = build_aggregator(cfg.aggregation, **{
@@ -270,7 +269,7 @@ class Peer:
         self._waited_for = set()
         pacing = self.pacing
         if r == self.final_round and self.config.pacing.final_sync:
-            pacing = self._final_pacing  # end on fresh models: wait like sync, bounded too
+            pacing = SyncPacing(self.config.pacing.timeout_s)  # end on fresh models, bounded
 
         def ready() -> bool:
             nonlocal decision
@@ -368,46 +367,44 @@ class Peer:
     def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Codec and aggregation state for a checkpoint, read on the communication thread
         (which owns the codec state) so it is consistent."""
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def read() -> None:
-            box["codec"] = {"out": self._outbox.state_dict(), "in": self._inbound.state_dict()}
-            done.set()
-
-        self._on_comm_thread(read)
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"peer {self.id}: communication thread busy for {timeout_s} s")
+        codec = self._on_comm_thread(lambda: {"out": self._outbox.state_dict(),
+                                              "in": self._inbound.state_dict()}, timeout_s)
         admm = getattr(self.aggregator, "state", None)
-        box["aggregation"] = {"admm_duals": getattr(admm, "duals", None)}
-        return copy.deepcopy(box)
+        return copy.deepcopy({"codec": codec,
+                              "aggregation": {"admm_duals": getattr(admm, "duals", None)}})
 
     def load_comm_state(self, state: Mapping[str, Any], timeout_s: float = 10.0) -> None:
         """Put back what :meth:`comm_state` returned (before the first exchange)."""
-        done = threading.Event()
+        codec = state.get("codec") or {}
 
         def write() -> None:
-            codec = state.get("codec") or {}
             if codec.get("out") is not None:
                 self._outbox.load_state_dict(codec["out"])
             if codec.get("in") is not None:
                 self._inbound.load_state_dict(codec["in"])
-            done.set()
 
-        self._on_comm_thread(write)
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"peer {self.id}: communication thread busy for {timeout_s} s")
+        self._on_comm_thread(write, timeout_s)
         duals = (state.get("aggregation") or {}).get("admm_duals")
         admm = getattr(self.aggregator, "state", None)
         if duals is not None and hasattr(admm, "duals"):
             admm.duals = {int(k): v for k, v in duals.items()}
 
-    def _on_comm_thread(self, fn: Any) -> None:
-        """Run ``fn`` on the communication thread, or here when it is not running."""
-        if self.transport.alive:
-            self.transport.call(fn)
-        else:
-            fn()
+    def _on_comm_thread(self, fn: Callable[[], Any], timeout_s: float) -> Any:
+        """``fn()`` run on the communication thread (or here when it is not running); its
+        result, or TimeoutError when the thread has not run it within ``timeout_s``."""
+        if not self.transport.alive:
+            return fn()
+        box: list[Any] = []
+        done = threading.Event()
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+
+        self.transport.call(run)
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"peer {self.id}: communication thread busy for {timeout_s} s")
+        return box[0]
 
     # ---- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
