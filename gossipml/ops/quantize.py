@@ -5,7 +5,8 @@ Each block of ``block`` consecutive values ``x`` gets ``lo = min(x)`` and
 ``c = floor((x - lo) / scale + u)`` with ``u = 1/2`` (round to nearest) or ``u ~ U[0, 1)``
 (stochastic rounding, unbiased: E[lo + c * scale] = x; Alistarh et al., QSGD, NeurIPS 2017), and
 decodes to ``lo + c * scale``. Deterministic error per element is at most ``scale / 2``;
-stochastic at most ``scale``.
+stochastic at most ``scale`` (both plus ``(2**bits - 1) * 2**-20 * scale`` from the ``_SHRINK``
+guard below, and float32 rounding of the values themselves).
 
 Fast path: when the optional C kernel ``gossipml.ops._qnative`` was built (``setup.py``) and the
 call is deterministic (``generator=None``) on contiguous CPU float32 data, one fused pass per
