@@ -82,7 +82,9 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
 
 class EventTail:
     """Follows a growing JSONL event file, reading each byte once; keeps what a live view needs:
-    whether the peer has started, and its newest ``round``/``final`` event."""
+    whether the peer has started, and its newest ``round``/``final`` event, whose ``accuracy``
+    is the newest one measured (evaluations run every few rounds; a round without one carries the
+    last)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -109,4 +111,6 @@ class EventTail:
             if event.get("event") == "start":
                 self.started = True
             elif event.get("event") in ("round", "final"):
+                if event.get("accuracy") is None and self.latest is not None:
+                    event["accuracy"] = self.latest.get("accuracy")
                 self.latest = event

@@ -25,8 +25,12 @@ def test_tail_reads_only_new_complete_lines(tmp_path: Path):
         fh.write(', "t_s": 1.0}\n')
     tail.poll()
     assert tail.latest["round"] == 1
-    log.emit("final", round=1, accuracy=0.9)
+    log.emit("round", round=2, accuracy=0.8)
+    log.emit("round", round=3)  # no evaluation this round: the live view keeps the last one
+    tail.poll()
+    assert tail.latest["round"] == 3 and tail.latest["accuracy"] == 0.8
+    log.emit("final", round=3, accuracy=0.9)
     log.close()
     tail.poll()
-    assert tail.latest["event"] == "final"
-    assert [e["event"] for e in read_events(path)] == ["start", "round", "round", "final"]
+    assert tail.latest["event"] == "final" and tail.latest["accuracy"] == 0.9
+    assert [e["event"] for e in read_events(path)] == ["start"] + ["round"] * 4 + ["final"]
