@@ -72,6 +72,8 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             peer.events.emit("resumed", resumed_from=resumed, clock=peer.clock,
                              rounds_left=max(rounds - first, 0))
     peer.final_round = rounds - 1
+    if hasattr(task, "set_horizon"):  # the lr schedule spans the whole run
+        task.set_horizon(rounds * peer.interval_steps, peer.local_steps if first else None)
     if first < rounds:  # a peer resumed after its last round has nobody to wait for
         peer.wait_for_neighbors()
     metrics: dict[str, Any] = {}
@@ -88,6 +90,9 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             result = peer.step()
         fields: dict[str, Any] = {**result, "loss": sum(losses) / len(losses),
                                   "clock": peer.clock, **peer.stats()}
+        optimizer = getattr(task, "optimizer", None)
+        if optimizer is not None:  # the learning rate of the round's last step
+            fields["lr"] = float(optimizer.param_groups[0]["lr"])
         if first:
             fields["resumed_from"] = first - 1
         if (r + 1) % cfg.eval_every_rounds == 0 or r == rounds - 1:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TaskConfig", "MODELS", "LINEAR_MODELS", "OPTIMIZERS"]
+__all__ = ["TaskConfig", "MODELS", "LINEAR_MODELS", "OPTIMIZERS", "LR_SCHEDULES"]
 
 LINEAR_MODELS: tuple[str, ...] = ("logreg", "svm", "lstsq")
 MODELS: tuple[str, ...] = ("mlp", "cnn", *LINEAR_MODELS)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "lbfgs")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "step")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -22,7 +23,12 @@ class TaskConfig:
     adam, adamw, lbfgs) with ``lr``/``momentum``/``weight_decay``, ``batch_size`` items per step,
     ``device`` (auto, cpu, cuda, cuda:N), and evaluation on at most ``eval_max_samples`` test items
     in batches of ``eval_batch_size``. ``hidden`` is the mlp's width; ``same_init`` starts every
-    peer from the same weights (seeded by the run seed) rather than from its own."""
+    peer from the same weights (seeded by the run seed) rather than from its own.
+
+    ``lr_schedule`` sets the learning rate per local step: ``constant``, ``cosine`` or ``linear``
+    decay to ``lr * lr_min_factor``, or ``step`` (times ``lr_gamma`` at each fraction in
+    ``lr_milestones``), after ``warmup_steps`` of linear warm-up. The decay spans
+    ``lr_decay_steps`` steps; 0 means the run's whole length (rounds times interval steps)."""
 
     model: str = "mlp"
     optimizer: str = "sgd"
@@ -37,6 +43,12 @@ class TaskConfig:
     same_init: bool = True
     lbfgs_max_iter: int = 10
     lbfgs_history: int = 10
+    lr_schedule: str = "constant"
+    lr_min_factor: float = 0.0
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_gamma: float = 0.1
+    warmup_steps: int = 0
+    lr_decay_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -50,6 +62,7 @@ class TaskConfig:
             raise ValueError(f"task momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0:
             raise ValueError(f"task weight_decay must be >= 0, got {self.weight_decay!r}")
+        self._check_schedule()
         for name in ("batch_size", "eval_batch_size", "hidden", "lbfgs_max_iter",
                      "lbfgs_history"):
             _positive_int(name, getattr(self, name))
@@ -59,3 +72,23 @@ class TaskConfig:
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:")
                                                     and dev[5:].isdigit())):
             raise ValueError(f"task device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+
+    def _check_schedule(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of "
+                             f"{list(LR_SCHEDULES)}")
+        if not 0 <= self.lr_min_factor <= 1:
+            raise ValueError(f"task lr_min_factor must be in [0, 1], got {self.lr_min_factor!r}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"task lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        marks = list(self.lr_milestones) if isinstance(self.lr_milestones, (list, tuple)) \
+            else [self.lr_milestones]
+        if any(not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m < 1
+               for m in marks) or marks != sorted(marks):
+            raise ValueError(f"task lr_milestones must be increasing fractions in (0, 1), got "
+                             f"{self.lr_milestones!r}")
+        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in marks))
+        for name in ("warmup_steps", "lr_decay_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"task {name} must be an integer >= 0, got {value!r}")

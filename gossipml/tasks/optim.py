@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+import math
+
 import torch
 
 from gossipml.tasks.config import TaskConfig
 
-__all__ = ["build_optimizer", "optimizer_step"]
+__all__ = ["build_optimizer", "optimizer_step", "lr_factor", "set_lr"]
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TaskConfig) -> torch.optim.Optimizer:
@@ -45,3 +47,29 @@ def optimizer_step(optimizer: torch.optim.Optimizer,
     loss = closure()
     optimizer.step()
     return float(loss)
+
+
+def lr_factor(cfg: TaskConfig, step: int, total_steps: int) -> float:
+    """The multiple of ``cfg.lr`` for local step ``step`` (0-based) of a run of ``total_steps``.
+
+    Pure. Linear warm-up over ``warmup_steps`` (from 1/warmup_steps to 1), then the schedule over
+    the ``lr_decay_steps`` after it (0: the rest of ``total_steps``); past its end the schedule
+    stays at its final value. ``constant`` is 1 throughout (after warm-up)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = cfg.lr_decay_steps or max(total_steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    low = cfg.lr_min_factor
+    if cfg.lr_schedule == "cosine":
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.lr_schedule == "linear":
+        return 1 - (1 - low) * t
+    if cfg.lr_schedule == "step":
+        return cfg.lr_gamma ** sum(t >= m for m in cfg.lr_milestones)
+    return 1.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

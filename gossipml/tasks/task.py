@@ -19,7 +19,7 @@ from gossipml.data import partition_indices
 from gossipml.tasks.config import LINEAR_MODELS, TaskConfig
 from gossipml.tasks.device import resolve_device
 from gossipml.tasks.models import LossFn, build_model, linear_layer, loss_function
-from gossipml.tasks.optim import build_optimizer, optimizer_step
+from gossipml.tasks.optim import build_optimizer, lr_factor, optimizer_step, set_lr
 
 __all__ = ["Task", "build_task"]
 
@@ -54,6 +54,21 @@ class Task:
         self._perm: torch.Tensor | None = None
         self._cursor = 0
         self.steps = 0
+        self.total_steps = 0  # the run's length in local steps, for the lr schedule
+
+    def set_horizon(self, total_steps: int, done_steps: int | None = None) -> None:
+        """Tell the lr schedule the run's length (and, on resume, the steps already taken)."""
+        self.total_steps = int(total_steps)
+        if done_steps is not None:
+            self.steps = int(done_steps)
+
+    def current_lr(self) -> float:
+        """The learning rate the schedule gives the next step."""
+        cfg = self.cfg
+        if cfg.lr_schedule != "constant" and not (cfg.lr_decay_steps or self.total_steps):
+            raise ValueError(f"lr_schedule {cfg.lr_schedule!r} needs the run's length: set "
+                             "[task] lr_decay_steps, or train through peer.run / gossipml run")
+        return cfg.lr * lr_factor(cfg, self.steps, self.total_steps)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.stream is not None:
@@ -73,6 +88,8 @@ class Task:
                                "partition")
         self.model.train()
         x, y = self._next_batch()
+        if self.cfg.lr_schedule != "constant" or self.cfg.warmup_steps:
+            set_lr(self.optimizer, self.current_lr())
         loss = optimizer_step(self.optimizer, lambda: self.loss_fn(self.model(x), y))
         self.steps += 1
         return loss
