@@ -15,13 +15,13 @@ from __future__ import annotations
 import collections
 import copy
 import logging
-import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 import zmq
 
+from gossipml import commstate
 from gossipml.aggregation import build_aggregator
 from gossipml.aggregation.base import Contribution
 from gossipml.codecs import build_codec
@@ -365,46 +365,12 @@ class Peer:
 
     # ---- checkpointable state ---------------------------------------------------------
     def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """Codec and aggregation state for a checkpoint, read on the communication thread
-        (which owns the codec state) so it is consistent."""
-        codec = self._on_comm_thread(lambda: {"out": self._outbox.state_dict(),
-                                              "in": self._inbound.state_dict()}, timeout_s)
-        admm = getattr(self.aggregator, "state", None)
-        return copy.deepcopy({"codec": codec,
-                              "aggregation": {"admm_duals": getattr(admm, "duals", None)}})
+        """Codec and aggregation state for a checkpoint (see :mod:`gossipml.commstate`)."""
+        return commstate.comm_state(self, timeout_s)
 
     def load_comm_state(self, state: Mapping[str, Any], timeout_s: float = 10.0) -> None:
         """Put back what :meth:`comm_state` returned (before the first exchange)."""
-        codec = state.get("codec") or {}
-
-        def write() -> None:
-            if codec.get("out") is not None:
-                self._outbox.load_state_dict(codec["out"])
-            if codec.get("in") is not None:
-                self._inbound.load_state_dict(codec["in"])
-
-        self._on_comm_thread(write, timeout_s)
-        duals = (state.get("aggregation") or {}).get("admm_duals")
-        admm = getattr(self.aggregator, "state", None)
-        if duals is not None and hasattr(admm, "duals"):
-            admm.duals = {int(k): v for k, v in duals.items()}
-
-    def _on_comm_thread(self, fn: Callable[[], Any], timeout_s: float) -> Any:
-        """``fn()`` run on the communication thread (or here when it is not running); its
-        result, or TimeoutError when the thread has not run it within ``timeout_s``."""
-        if not self.transport.alive:
-            return fn()
-        box: list[Any] = []
-        done = threading.Event()
-
-        def run() -> None:
-            box.append(fn())
-            done.set()
-
-        self.transport.call(run)
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"peer {self.id}: communication thread busy for {timeout_s} s")
-        return box[0]
+        commstate.load_comm_state(self, state, timeout_s)
 
     # ---- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
