@@ -14,7 +14,10 @@ Compute emulation lives here too:
 - ``compute_slowdown``: a per-peer factor (``>= 1``, 1 = full speed), ``{"*": 1.0, "3": 3.0}``;
 - ``straggler_factor`` / ``straggler_every_rounds``: a moving straggler. In each window of
   ``straggler_every_rounds`` rounds one peer, drawn from ``(seed, window)`` alone (so every peer
-  knows who it is without talking), is slowed by ``straggler_factor`` on top of its own factor;
+  knows who it is without talking), is slowed by ``straggler_factor`` on top of its own factor.
+  ``straggler_order = "random"`` draws each window's straggler independently; ``"cycle"`` takes
+  them from a seeded permutation of all peers per cycle of ``n_peers`` windows, so every peer is
+  the straggler equally often (once a cycle) and no peer falls behind for good by bad luck;
 - ``step_time_s``: an emulated device. A local step lasts ``step_time_s * factor`` (the peer
   sleeps out what its real step did not use) instead of its real time ``* factor``. Many peers on
   few cores then behave like peers on their own devices: a sleeping peer leaves the CPU to the
@@ -40,12 +43,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["LinkSpec", "LinkEmulation", "link_decision", "LinkPolicy"]
+__all__ = ["LinkSpec", "LinkEmulation", "link_decision", "LinkPolicy", "STRAGGLER_ORDERS"]
 
 #: What the transport calls: ``(dest, message_number) -> (drop, delay_s)``.
 LinkPolicy = Callable[[int, int], tuple[bool, float]]
 
 _LINK_KEYS = ("delay_s", "jitter_s", "drop_prob")
+STRAGGLER_ORDERS: tuple[str, ...] = ("random", "cycle")
 
 
 def _in_range(value: Any, lo: float, hi: float = float("inf")) -> bool:
@@ -114,6 +118,7 @@ class LinkEmulation:
     compute_slowdown: Mapping[str, float] | float = 1.0
     straggler_factor: float = 1.0
     straggler_every_rounds: int = 1
+    straggler_order: str = "random"
     step_time_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -121,6 +126,9 @@ class LinkEmulation:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"emulation seed must be an integer >= 0, got {self.seed!r}")
         _check_compute(self.straggler_factor, self.straggler_every_rounds, self.step_time_s)
+        if self.straggler_order not in STRAGGLER_ORDERS:
+            raise ValueError(f"emulation straggler_order must be one of {list(STRAGGLER_ORDERS)}, "
+                             f"got {self.straggler_order!r}")
         table: dict[tuple[int | None, int | None], LinkSpec] = {}
         for key, spec in dict(self.links).items():
             if not isinstance(spec, Mapping) or set(spec) - set(_LINK_KEYS):
@@ -164,10 +172,15 @@ class LinkEmulation:
 
     def straggler(self, round_: int, n_peers: int) -> int | None:
         """The moving straggler in ``round_`` among peers ``0..n_peers-1`` (None when off):
-        one draw per window of ``straggler_every_rounds`` rounds, keyed by ``(seed, window)``."""
+        one per window of ``straggler_every_rounds`` rounds, drawn from ``(seed, window)``
+        (``random``) or the window's place in a permutation drawn from ``(seed, cycle)``."""
         if self.straggler_factor <= 1.0 or n_peers < 1:
             return None
         window = max(round_, 0) // self.straggler_every_rounds
+        if self.straggler_order == "cycle":
+            cycle, place = divmod(window, n_peers)
+            order = np.random.default_rng([self.seed, 0xC1C1, cycle]).permutation(n_peers)
+            return int(order[place])
         return int(np.random.default_rng([self.seed, 0x57A6, window]).integers(n_peers))
 
     def step_factor(self, peer: int, round_: int, n_peers: int) -> float:

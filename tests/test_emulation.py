@@ -68,6 +68,19 @@ def test_compute_slowdown_per_peer():
     assert LinkEmulation(compute_slowdown={3: 3.0}).slowdown(2) == 1.0
 
 
+def test_cycled_straggler_visits_every_peer_once_a_cycle():
+    emu = LinkEmulation(straggler_factor=3.0, straggler_every_rounds=3, seed=2,
+                        straggler_order="cycle")
+    who = [emu.straggler(r, 5) for r in range(60)]  # 4 cycles of 5 windows of 3 rounds
+    windows = who[::3]
+    assert all(who[r] == windows[r // 3] for r in range(60))  # one straggler per window
+    cycles = [windows[c * 5:(c + 1) * 5] for c in range(4)]
+    assert all(sorted(c) == [0, 1, 2, 3, 4] for c in cycles)  # each peer once per cycle
+    assert len({tuple(c) for c in cycles}) > 1  # a new permutation each cycle
+    assert who == [LinkEmulation(straggler_factor=3.0, straggler_every_rounds=3, seed=2,
+                                 straggler_order="cycle").straggler(r, 5) for r in range(60)]
+
+
 def test_moving_straggler_is_shared_windowed_and_spread():
     emu = LinkEmulation(straggler_factor=3.0, straggler_every_rounds=2, seed=5)
     who = [emu.straggler(r, 8) for r in range(400)]
@@ -105,6 +118,7 @@ def test_step_factor_and_padding():
     ({"compute_slowdown": {"2": 0.5}}, r"compute_slowdown\['2'\] must be a number >= 1.0"),
     ({"straggler_factor": 0.5}, "straggler_factor must be a number >= 1.0"),
     ({"straggler_every_rounds": 0}, "straggler_every_rounds must be an integer >= 1"),
+    ({"straggler_order": "roundrobin"}, "straggler_order must be one of"),
     ({"step_time_s": -0.01}, r"step_time_s must be a number in \[0, 60\]"),
 ])
 def test_config_errors_say_what_to_change(kwargs, match):
