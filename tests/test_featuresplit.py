@@ -94,3 +94,8 @@ def test_missing_partial_raises_after_timeout(zmq_context):
 def test_non_linear_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="linear model"):
         run_feature_split(_cfg(task={"model": "mlp"}), tmp_path)
+
+
+def test_lr_schedule_is_refused_not_ignored(tmp_path):
+    with pytest.raises(ValueError, match="lr_schedule"):
+        run_feature_split(_cfg(task={"lr_schedule": "cosine"}), tmp_path)
