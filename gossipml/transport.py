@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import zmq
 
+from gossipml.emulation import LinkPolicy
 from gossipml.settings import TransportConfig
 from gossipml.shmpath import ShmOutbox
 
@@ -30,10 +31,6 @@ log = logging.getLogger("gossipml.transport")
 
 #: Frames received from the network, as zmq.Frame objects (``frame.buffer`` is a memoryview).
 InboundHandler = Callable[[int | None, list], None]
-#: CURVE set-up (see :mod:`gossipml.security`): ``setup_server(router)`` before bind and
-#: ``setup_client(dealer, peer_id)`` before connect; None runs in the clear.
-#: Decides, for the n-th message on the link to ``dest``, whether to drop it and how long to delay.
-LinkPolicy = Callable[[int, int], tuple[bool, float]]
 
 
 def routing_id(peer_id: int) -> bytes:
@@ -90,7 +87,8 @@ class Transport:
         context: zmq.Context | None = None,
         link_policy: LinkPolicy | None = None,
         on_tick: Callable[[], None] | None = None,
-        curve: object | None = None,
+        curve: object | None = None,  # CURVE (gossipml.security): setup_server(router) before
+        # bind, setup_client(dealer, peer_id) before connect; None runs in the clear
         shm_dests: frozenset[int] = frozenset(),
     ) -> None:
         self.peer_id = peer_id
