@@ -376,7 +376,7 @@ def run_feature_split(cfg: Any, out: Path, *, max_full_rounds: int = 5000,
     if cfg.task.model not in LINEAR_MODELS:
         raise ValueError(f"feature split needs a linear model {list(LINEAR_MODELS)}, got "
                          f"[task] model = {cfg.task.model!r}")
-    if cfg.task.lr_schedule != "constant" or cfg.task.warmup_steps:
+    if cfg.task.schedules_lr:
         raise ValueError("feature split runs SGD at the constant [task] lr (then L-BFGS); leave "
                          "[task] lr_schedule and warmup_steps unset")
     n = cfg.run.n_peers

@@ -12,6 +12,10 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "lbfgs")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "step")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"task {name} must be an integer >= 1, got {value!r}")
@@ -73,18 +77,23 @@ class TaskConfig:
                                                     and dev[5:].isdigit())):
             raise ValueError(f"task device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
 
+    @property
+    def schedules_lr(self) -> bool:
+        """Whether the learning rate changes over the run (a schedule or a warm-up)."""
+        return self.lr_schedule != "constant" or self.warmup_steps > 0
+
     def _check_schedule(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of "
                              f"{list(LR_SCHEDULES)}")
-        if not 0 <= self.lr_min_factor <= 1:
-            raise ValueError(f"task lr_min_factor must be in [0, 1], got {self.lr_min_factor!r}")
-        if not 0 < self.lr_gamma <= 1:
-            raise ValueError(f"task lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        if not _is_number(self.lr_min_factor) or not 0 <= self.lr_min_factor <= 1:
+            raise ValueError(f"task lr_min_factor must be a number in [0, 1], got "
+                             f"{self.lr_min_factor!r}")
+        if not _is_number(self.lr_gamma) or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"task lr_gamma must be a number in (0, 1], got {self.lr_gamma!r}")
         marks = list(self.lr_milestones) if isinstance(self.lr_milestones, (list, tuple)) \
             else [self.lr_milestones]
-        if any(not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m < 1
-               for m in marks) or marks != sorted(marks):
+        if any(not _is_number(m) or not 0 < m < 1 for m in marks) or marks != sorted(marks):
             raise ValueError(f"task lr_milestones must be increasing fractions in (0, 1), got "
                              f"{self.lr_milestones!r}")
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in marks))

@@ -88,7 +88,7 @@ class Task:
                                "partition")
         self.model.train()
         x, y = self._next_batch()
-        if self.cfg.lr_schedule != "constant" or self.cfg.warmup_steps:
+        if self.cfg.schedules_lr:
             set_lr(self.optimizer, self.current_lr())
         loss = optimizer_step(self.optimizer, lambda: self.loss_fn(self.model(x), y))
         self.steps += 1
