@@ -81,15 +81,14 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
                   straggler: str = "moving", step_time_s: float = STEP_TIME_S,
                   interval_steps: int = INTERVAL_STEPS, seed: int = 0,
                   task: dict[str, Any] | None = None,
-                  tables: dict[str, Any] | None = None) -> ExperimentConfig:
+                  aggregation: dict[str, Any] | None = None) -> ExperimentConfig:
     """The benchmark experiment for one pacing table and straggler kind.
 
     Every local step lasts ``step_time_s`` times its factor (``[emulation] step_time_s``: an
     emulated device; the real step is ~1 ms), so 8+ peers on 2 cores are not CPU-bound and a slow
     peer slows the others only through the pacing."""
-    tables = dict(tables or {})
     return ExperimentConfig.from_dict({
-        **tables,
+        "aggregation": dict(aggregation or {}),
         "name": f"bench-pacing-{pacing['mode']}-{straggler}",
         "run": {"n_peers": n_peers, "mode": "threads" if threads else "processes",
                 "deadline_s": 600, "seed": seed},
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
     ap.add_argument("--lr", type=float, default=None, help="override the learning rate")
     ap.add_argument("--lr-schedule", default=None, help="override the lr schedule")
-    ap.add_argument("--weights", default=None, help="[aggregation] weights (default metropolis)")
+    ap.add_argument("--weights", default=None, help="[aggregation] weights (default uniform; on the ring all are 1/3)")
     ap.add_argument("--no-overlap", action="store_true", help="skip the overlap pairs")
     ap.add_argument("--out", type=Path, default=None, help="keep run folders here")
     args = ap.parse_args(argv)
@@ -205,18 +204,19 @@ def main(argv: list[str] | None = None) -> int:
         if name not in STRAGGLERS and name not in MODES:
             ap.error(f"unknown straggler kind or mode {name!r}")
     rounds = args.rounds or (30 if args.quick else 100)
-    tables = {"aggregation": {"weights": args.weights}} if args.weights else {}
+    aggregation = {"weights": args.weights} if args.weights else {}
     task = {k: v for k, v in (("lr", args.lr), ("lr_schedule", args.lr_schedule)) if v is not None}
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-pacing-"))
     report: dict[str, Any] = {
         "n_peers": args.n_peers, "rounds": rounds, "interval_steps": INTERVAL_STEPS,
         "step_time_s": STEP_TIME_S, "slowdown": SLOWDOWN,
-        "run_mode": "threads" if args.threads else "processes", "scenarios": {}}
+        "run_mode": "threads" if args.threads else "processes", "seed": args.seed,
+        "task_overrides": task, "aggregation": aggregation, "scenarios": {}}
     for kind in stragglers:
         rows: dict[str, dict[str, Any]] = {}
         for name in modes:
             cfg = pacing_config(MODES[name], args.n_peers, rounds, args.threads, kind,
-                                seed=args.seed, task=task, tables=tables)
+                                seed=args.seed, task=task, aggregation=aggregation)
             rows[name] = {"mode": name, **run_mode(cfg, root / kind / name)}
             print(f"# {kind} {name}: {rows[name]}", file=sys.stderr)
         scenario: dict[str, Any] = {"straggler": kind, "modes": list(rows.values())}
