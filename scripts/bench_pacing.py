@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
     ap.add_argument("--lr", type=float, default=None, help="override the learning rate")
     ap.add_argument("--lr-schedule", default=None, help="override the lr schedule")
-    ap.add_argument("--weights", default=None, help="[aggregation] weights (default uniform; on the ring all are 1/3)")
+    ap.add_argument("--weights", default=None,
+                    help="[aggregation] weights (default uniform; on the ring all are 1/3)")
     ap.add_argument("--no-overlap", action="store_true", help="skip the overlap pairs")
     ap.add_argument("--out", type=Path, default=None, help="keep run folders here")
     args = ap.parse_args(argv)
