@@ -9,12 +9,8 @@ import torch
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.featuresplit import (
-    FeatureSplitPeer,
-    PartialTimeout,
-    feature_split_run,
-    run_feature_split,
-)
+from gossipml.featuresplit import FeatureSplitPeer, PartialTimeout
+from gossipml.featuresplit_run import feature_split_run, run_feature_split
 from gossipml.results import events_path
 from gossipml.settings import TransportConfig
 
