@@ -1,5 +1,6 @@
 """A peer's communication state for checkpoints (codec residuals, CHOCO references and stream
-positions, ADMM duals), read and written on the communication thread that owns it."""
+positions, ADMM duals, an ensemble's kept neighbour models), read and written on the thread
+that owns it."""
 
 from __future__ import annotations
 
@@ -36,8 +37,11 @@ def comm_state(peer: "Peer", timeout_s: float) -> dict[str, Any]:
     codec = on_comm_thread(peer, lambda: {"out": peer._outbox.state_dict(),
                                           "in": peer._inbound.state_dict()}, timeout_s)
     admm = getattr(peer.aggregator, "state", None)
-    return copy.deepcopy({"codec": codec,
-                          "aggregation": {"admm_duals": getattr(admm, "duals", None)}})
+    store = getattr(peer.aggregator, "store", None)  # ensemble rules: the kept neighbour models
+    return copy.deepcopy({"codec": codec, "aggregation": {
+        "admm_duals": getattr(admm, "duals", None),
+        "ensemble_models": store.state_dict() if store is not None else None,
+        "distill_calls": getattr(peer.aggregator, "calls", None)}})
 
 
 def load_comm_state(peer: "Peer", state: Mapping[str, Any], timeout_s: float) -> None:
@@ -51,7 +55,13 @@ def load_comm_state(peer: "Peer", state: Mapping[str, Any], timeout_s: float) ->
             peer._inbound.load_state_dict(codec["in"])
 
     on_comm_thread(peer, write, timeout_s)
-    duals = (state.get("aggregation") or {}).get("admm_duals")
+    aggregation = state.get("aggregation") or {}
+    duals = aggregation.get("admm_duals")
     admm = getattr(peer.aggregator, "state", None)
     if duals is not None and hasattr(admm, "duals"):
         admm.duals = {int(k): v for k, v in duals.items()}
+    store = getattr(peer.aggregator, "store", None)
+    if aggregation.get("ensemble_models") is not None and store is not None:
+        store.load_state_dict(aggregation["ensemble_models"])
+    if aggregation.get("distill_calls") is not None and hasattr(peer.aggregator, "calls"):
+        peer.aggregator.calls = int(aggregation["distill_calls"])  # its relabel seeds go on

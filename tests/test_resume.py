@@ -213,3 +213,35 @@ def test_codec_state_survives_a_checkpoint(tmp_path):
     assert set(copies) == {1} and all(torch.equal(copies[1][k], state0["codec"]["in"]["copies"][1][k])
                                       for k in copies[1])
     fresh.events.close()
+
+
+def test_ensemble_models_survive_a_checkpoint(tmp_path):
+    """An output-averaging peer's kept neighbour models come back on restore, so a resumed peer
+    predicts with the same ensemble before its neighbours have sent again."""
+    from gossipml.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = ExperimentConfig.from_dict({"aggregation": {"rule": "output_average", "max_models": 4},
+                                      "pacing": {"mode": "sync", "timeout_s": 5.0}})
+    addresses = loopback_peers(3)
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(6, 3) for _ in range(3)]
+
+    def peer_main(i: int):
+        with Peer(models[i], cfg, id=i, peers=addresses) as peer:
+            peer.wait_for_neighbors(10)
+            for _ in range(3):
+                peer.step()
+            return peer.comm_state(), [(m.sender, m.round) for m in peer.aggregator.store]
+
+    (state0, kept0), _, _ = run_threads([lambda i=i: peer_main(i) for i in range(3)], 60)
+    assert sorted(s for s, _ in kept0) == [1, 2]  # peer 0 kept both ring neighbours' models
+    save_checkpoint(tmp_path / "c.pt", {"comm": state0})
+    fresh = Peer(torch.nn.Linear(6, 3), cfg, id=0, peers=addresses)  # never started
+    fresh.load_comm_state(load_checkpoint(tmp_path / "c.pt")["comm"])
+    assert [(m.sender, m.round) for m in fresh.aggregator.store] == kept0
+    saved = {m["sender"]: m["params"] for m in state0["aggregation"]["ensemble_models"]["models"]}
+    for m in fresh.aggregator.store:
+        assert all(torch.equal(m.params[k], saved[m.sender][k]) for k in saved[m.sender])
+    ensemble = fresh.aggregator.predictor(models[0])
+    assert len(ensemble.members) == 3 and ensemble.probs(torch.randn(5, 6)).shape == (5, 3)
+    fresh.events.close()

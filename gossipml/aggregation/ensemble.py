@@ -7,7 +7,7 @@ ensemble family (Dietterich, "Ensemble methods in machine learning", 2000).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +54,20 @@ class ModelStore:
             oldest = min(self._models, key=lambda s: (self._models[s].round, self._order[s]))
             del self._models[oldest], self._order[oldest]
         return sender in self._models
+
+    def state_dict(self) -> dict[str, Any]:
+        """The kept models (newest round first) for a checkpoint; :meth:`load_state_dict` undoes it."""
+        return {"max_models": self.max_models,
+                "models": [{"sender": m.sender, "round": m.round, "params": dict(m.params)}
+                           for m in reversed(self.models())]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned (replacing what is held); at most
+        ``max_models`` of them are kept, the bound of this store, not of the saved one."""
+        self._models.clear()
+        self._order.clear()
+        for m in state.get("models", []):
+            self.put(int(m["sender"]), int(m["round"]), m["params"])
 
     def models(self) -> list[StoredModel]:
         """Kept models, newest round first."""
