@@ -56,7 +56,7 @@ class ModelStore:
         return sender in self._models
 
     def state_dict(self) -> dict[str, Any]:
-        """The kept models (newest round first) for a checkpoint; :meth:`load_state_dict` undoes it."""
+        """The kept models (oldest first) for a checkpoint; see :meth:`load_state_dict`."""
         return {"max_models": self.max_models,
                 "models": [{"sender": m.sender, "round": m.round, "params": dict(m.params)}
                            for m in reversed(self.models())]}
