@@ -289,9 +289,12 @@ class Peer:
         weights = self.topology.mixing_weights(self.id, r)
         contribs = []
         refused = self.mailbox.refused_rounds()
+        fresh = self.config.pacing.mode in ("async", "ssp")
         for j in senders:
-            # a neighbour may already be a round ahead: its round-r model, if held, is the one
-            held = self.mailbox.at_round(j, r) or newest.get(j)
+            # sync, backup: a neighbour's round-r model, if held (it may already be a round
+            # ahead). async, SSP: its newest, so a peer that is behind merges its neighbours'
+            # later models as they merge its earlier ones, and the network keeps its pace
+            held = (None if fresh else self.mailbox.at_round(j, r)) or newest.get(j)
             if held is None or refused.get(j, -1) > held.round:
                 continue  # nothing, or only models older than one it sent and we refused
             contribs.append(Contribution(
