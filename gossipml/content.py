@@ -3,10 +3,13 @@
 Content is either the parameters themselves (``[codec] content = "params"``) or, CHOCO-SGD style,
 the compressed change of a public reference ``x_hat`` (``content = "delta"``): the sender sends
 ``Q(x - x_hat)`` and moves ``x_hat`` by what it sent; each receiver moves its copy of ``x_hat_j``
-by the same amount, so the copies agree. A lost delta would make them drift apart, so every
-message carries a stream sequence number, and every ``keyframe_every_rounds`` rounds the sender
-sends ``x_hat`` itself (raw) instead; a receiver that saw a gap ignores that sender's deltas until
-the next keyframe (counted as ``delta_gap``).
+by the same amount, so the copies agree. Every ``refresh_every_rounds`` rounds the delta goes
+through a dense codec (``refresh_codec``, q4 by default) instead of the sparse one, which pulls
+``x_hat`` close to ``x`` at a fraction of a keyframe's bytes. A lost delta would make the copies
+drift apart, so every message carries a stream sequence number, and every
+``keyframe_every_rounds`` rounds the sender sends ``x_hat`` itself (raw, or through
+``keyframe_codec``) instead; a receiver that saw a gap ignores that sender's deltas until the
+next keyframe (counted as ``delta_gap``).
 
 Both classes run on the communication thread only.
 """
@@ -33,7 +36,8 @@ class Outbox:
     """Encodes snapshots into wire frames: parameters, or CHOCO deltas with keyframes."""
 
     def __init__(self, peer_id: int, codec: Codec, *, delta: bool, keyframe_every_rounds: int,
-                 attack: str = "", seed: int = 0, keyframe_codec: str = "identity") -> None:
+                 attack: str = "", seed: int = 0, keyframe_codec: str = "identity",
+                 refresh_every_rounds: int = 0, refresh_codec: str = "q4") -> None:
         self.peer_id = peer_id
         self.codec = codec
         self.delta = delta
@@ -43,6 +47,8 @@ class Outbox:
         self._states: Any = None
         self._sender = DeltaSender(codec) if delta else None
         self._keyframe_codec = build_codec(keyframe_codec)
+        self.refresh_every_rounds = refresh_every_rounds
+        self._refresh_codec = build_codec(refresh_codec)
         self._seq = 0
 
     def frames(self, tensors: Mapping[str, torch.Tensor], round_: int,
@@ -65,6 +71,12 @@ class Outbox:
                                       else decoded[name] for name, p in items}
             kind = "delta"
             extra["keyframe"] = True
+        elif self.refresh_every_rounds and round_ % self.refresh_every_rounds == 0:
+            # refresh: this round's delta goes through the dense refresh codec (a q4 delta is
+            # far more exact than a q4 keyframe: x - x_hat is small); receivers add it as usual
+            items = self._sender.encode(tensors, self._refresh_codec)
+            kind = "delta"
+            extra["refresh"] = True
         else:
             items = self._sender.encode(tensors)
             kind = "delta"

@@ -107,7 +107,9 @@ class Peer:
         self._outbox = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
                               keyframe_every_rounds=cfg.peer.keyframe_every_rounds,
                               attack=attack, seed=cfg.run.seed * 1000 + id,
-                              keyframe_codec=cfg.peer.keyframe_codec)
+                              keyframe_codec=cfg.peer.keyframe_codec,
+                              refresh_every_rounds=cfg.peer.refresh_every_rounds,
+                              refresh_codec=cfg.peer.refresh_codec)
         self._inbound = Inbound(self._device)
         self.pulls_sent = 0
         self.pushes_sent = 0

@@ -30,6 +30,8 @@ class PeerConfig:
     keyframe_every_rounds: int = 10  # content = "delta": resend the reference every N rounds
     keyframe_codec: str = "identity"  # how keyframes travel ("q8": 4x fewer bytes, reference
     # becomes the decoded keyframe on both sides)
+    refresh_every_rounds: int = 0  # content = "delta": every N rounds (not keyframes) send the
+    refresh_codec: str = "q4"  # CHOCO delta through this dense codec instead (0: never)
     attack: str = ""  # Byzantine behaviour of the `attackers`: "scale:100", "nan", "noise:1"
     attackers: tuple[int, ...] = ()
     checkpoint_dir: str | None = None  # per-peer subfolders peer-<id>/; resume from the newest
@@ -48,10 +50,15 @@ class PeerConfig:
             raise ConfigError("[peer] keyframe_every_rounds must be >= 1")
         from gossipml.codecs import build_codec
 
-        try:
-            build_codec(self.keyframe_codec)
-        except ValueError as exc:
-            raise ConfigError(f"[peer] keyframe_codec: {exc}") from None
+        for key in ("keyframe_codec", "refresh_codec"):
+            try:
+                build_codec(getattr(self, key))
+            except ValueError as exc:
+                raise ConfigError(f"[peer] {key}: {exc}") from None
+        if isinstance(self.refresh_every_rounds, bool) or not isinstance(
+                self.refresh_every_rounds, int) or self.refresh_every_rounds < 0:
+            raise ConfigError("[peer] refresh_every_rounds must be an integer >= 0 (0 = never), "
+                              f"got {self.refresh_every_rounds!r}")
         if self.checkpoint_every_rounds < 0:
             raise ConfigError("[peer] checkpoint_every_rounds must be >= 0 (0 = never)")
         if self.checkpoint_every_rounds and not self.checkpoint_dir:

@@ -47,6 +47,8 @@ class Row:
     consensus_step: float = 1.0
     keyframe_every_rounds: int = 0  # 0: one keyframe, at round 0
     keyframe_codec: str = "identity"
+    refresh_every_rounds: int = 0  # 0: every CHOCO delta through ``spec``
+    refresh_codec: str = "q4"
 
 
 #: The rows of the issue, then CHOCO delta rows (content = change since the last exchange).
@@ -65,6 +67,15 @@ CONFIGS: dict[str, Row] = {r.config: r for r in (
     # CHOCO deltas plus a q8 keyframe every 13 rounds: 1/80 + 1/(3.9 * 13) of dense, ~33x fewer
     Row("topk:0.01>q8+delta g=0.5 kf=q8/13", "topk:0.01>q8+delta", 0.5, 13, "q8"),
     Row("topk:0.01>q8+delta g=1 kf=q8/13", "topk:0.01>q8+delta", 1.0, 13, "q8"),
+    # the same, but tensors under 2048 entries (biases, the 10-class output layer: 1.4 % of the
+    # mlp) go as q8 deltas every round instead of their top 1 %; keyframes every 16 rounds
+    Row("topk:0.01>q8+delta+bysize:2048:q8 g=1 kf=q8/16",
+        "topk:0.01>q8+delta+bysize:2048:q8", 1.0, 16, "q8"),
+    # no keyframe after round 0; every 2nd (4th) round's delta goes through sign (q2) instead
+    Row("topk:0.01>q8+delta+bysize:2048:q8 g=1 refresh=sign/2",
+        "topk:0.01>q8+delta+bysize:2048:q8", 1.0, 0, "q8", 2, "sign"),
+    Row("topk:0.01>q8+delta+bysize:2048:q8 g=1 refresh=q2/4",
+        "topk:0.01>q8+delta+bysize:2048:q8", 1.0, 0, "q8", 4, "q2"),
 )}
 
 #: Experiment knobs per preset (model, rounds, local steps per round, evaluation subset, mode).
@@ -94,7 +105,9 @@ def experiment(row: Row, preset: dict[str, Any], *, n_peers: int = 16, seed: int
         "peer": {"rounds": rounds, "eval_every_rounds": rounds,
                  "consensus_step": row.consensus_step,
                  "keyframe_every_rounds": row.keyframe_every_rounds or 10 * rounds,
-                 "keyframe_codec": row.keyframe_codec},
+                 "keyframe_codec": row.keyframe_codec,
+                 "refresh_every_rounds": row.refresh_every_rounds,
+                 "refresh_codec": row.refresh_codec},
     }
 
 

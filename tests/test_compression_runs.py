@@ -12,7 +12,7 @@ from gossipml.runner import run_in_process
 N_PEERS, ROUNDS = 4, 30
 
 
-def _run(tmp_path_factory, spec: str, consensus_step: float = 1.0) -> dict:
+def _run(tmp_path_factory, spec: str, consensus_step: float = 1.0, **peer: object) -> dict:
     cfg = ExperimentConfig.from_dict({
         "run": {"n_peers": N_PEERS, "mode": "threads", "deadline_s": 120, "seed": 0},
         "data": {"dataset": "digits", "partition": "iid"},
@@ -20,7 +20,8 @@ def _run(tmp_path_factory, spec: str, consensus_step: float = 1.0) -> dict:
         "topology": {"kind": "ring", "weights": "metropolis"},
         "pacing": {"mode": "sync", "timeout_s": 10.0, "interval_steps": 5},
         "codec": {"spec": spec},
-        "peer": {"rounds": ROUNDS, "eval_every_rounds": 10, "consensus_step": consensus_step},
+        "peer": {"rounds": ROUNDS, "eval_every_rounds": 10, "consensus_step": consensus_step,
+                 **peer},
     })
     out = tmp_path_factory.mktemp(spec.replace(":", "_").replace("+", "_"))
     result = run_in_process(cfg, out)
@@ -67,3 +68,16 @@ def test_choco_delta_run_converges(tmp_path_factory, dense):
     assert s["mean_accuracy"] > 0.8, s["mean_accuracy"]
     assert s["bytes_sent"] < dense["summary"]["bytes_sent"]
     assert s["min_accuracy"] > 0.75, s["min_accuracy"]
+
+
+def test_choco_topk_with_sign_refresh_converges(tmp_path_factory, dense):
+    # Prepare + execute: CHOCO top-1 % deltas, every 2nd round a 1-bit sign delta instead, one
+    # keyframe (round 0)
+    run = _run(tmp_path_factory, "topk:0.01>q8+delta", keyframe_every_rounds=1000,
+               keyframe_codec="q8", refresh_every_rounds=2, refresh_codec="sign")
+    # Assert: finished over real sockets with no rejected message, learned, and sent far fewer
+    # bytes than dense
+    _check_finished(run)
+    s = run["summary"]
+    assert s["mean_accuracy"] > 0.8, s["mean_accuracy"]
+    assert s["bytes_sent"] * 15 < dense["summary"]["bytes_sent"]

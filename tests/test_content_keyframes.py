@@ -49,3 +49,46 @@ def test_keyframe_codec_keeps_references_equal_and_costs_its_bytes(keyframe_code
 def test_keyframe_codec_is_validated():
     with pytest.raises(ConfigError, match="keyframe_codec"):
         PeerConfig(keyframe_codec="q9")
+
+
+@pytest.mark.parametrize("refresh_codec", ["q4", "q2", "sign"])
+def test_refresh_rounds_send_dense_deltas_and_keep_references_equal(refresh_codec):
+    # Prepare: top-5 % deltas, a refresh through a dense low-bit codec every 3rd round, a
+    # keyframe at round 0 only; the model drifts a little each round, as in training
+    out = Outbox(0, build_codec("topk:0.05"), delta=True, keyframe_every_rounds=1000,
+                 refresh_every_rounds=3, refresh_codec=refresh_codec)
+    inbound = Inbound(torch.device("cpu"))
+    model = _model(0)
+    snapshot = {k: v.clone() for k, v in model.items()}
+    for r in range(10):
+        g = torch.Generator().manual_seed(100 + r)
+        for k in model:
+            model[k] += 0.05 * torch.randn(model[k].shape, generator=g)
+            snapshot[k].copy_(model[k])
+        gap_before = sum(float((model[k] - out.state_dict()["reference"][k]).norm())
+                         for k in model) if r else None
+        # Execute
+        frames = out.frames(snapshot, r, {})
+        msg = unpack(frames)
+        x_hat = inbound.decode(msg)
+        # Assert: receiver and sender agree every round; a refresh round says so, every tensor
+        # of it travels through the refresh codec, and it brings x_hat much closer to x
+        ref = out.state_dict()["reference"]
+        assert all(torch.equal(x_hat[k], ref[k]) for k in ref), r
+        refresh = r > 0 and r % 3 == 0
+        assert bool(msg.info.get("refresh")) == refresh, r
+        if refresh:
+            assert {p.codec for _, p in msg.tensors} == {refresh_codec}
+            gap_after = sum(float((model[k] - ref[k]).norm()) for k in model)
+            assert gap_after < 0.8 * gap_before, (r, gap_before, gap_after)
+        elif r:
+            assert {p.codec for _, p in msg.tensors} != {refresh_codec}
+
+
+def test_refresh_settings_are_validated():
+    with pytest.raises(ConfigError, match="refresh_codec"):
+        PeerConfig(refresh_codec="q3")
+    with pytest.raises(ConfigError, match="refresh_every_rounds"):
+        PeerConfig(refresh_every_rounds=-1)
+    with pytest.raises(ConfigError, match="refresh_every_rounds"):
+        PeerConfig(refresh_every_rounds=True)

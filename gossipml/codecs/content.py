@@ -44,17 +44,23 @@ class DeltaSender:
         self.states: dict[str, Any] = {}
         self.reference: Model = {k: v.detach().clone() for k, v in (reference or {}).items()}
 
-    def encode(self, model: Mapping[str, torch.Tensor]) -> list[tuple[str, Payload]]:
-        """Payloads of ``model - x_hat``; updates ``x_hat += decode(payload)``."""
+    def encode(self, model: Mapping[str, torch.Tensor],
+               codec: Codec | None = None) -> list[tuple[str, Payload]]:
+        """Payloads of ``model - x_hat``; updates ``x_hat += decode(payload)``. ``codec``: a
+        stateless codec for this message only (a dense refresh); default the sender's own."""
         diffs: Model = {}
         for name, x in model.items():
             ref = self.reference.get(name)
             if ref is None or ref.shape != x.shape:
                 ref = self.reference[name] = torch.zeros_like(x.detach())
             diffs[name] = x.detach() - ref
-        items, self.states = encode_model(diffs, self.codec, self.states)
+        if codec is None:
+            codec = self.codec
+            items, self.states = encode_model(diffs, codec, self.states)
+        else:
+            items, _ = encode_model(diffs, codec, None)
         for name, payload in items:
-            step = self.codec.decode(payload, self.reference[name].device) \
+            step = codec.decode(payload, self.reference[name].device) \
                 if not _is_raw(payload) else diffs[name]
             self.reference[name] += step.to(self.reference[name].dtype)
         return items
