@@ -16,7 +16,15 @@ topk:0.01>q8+delta with a q8 keyframe every 13 rounds (step 1) +3.4 at 30.6x (de
 The same row under other knobs (``--lr 0.02``: +3.4; ``--lr-schedule cosine``: dense 0.8196,
 +4.0; ``--rounds 600 --interval 1``, an exchange every step: dense 0.7959, +3.0 at 31x) and with
 q4 keyframes instead (every 7 rounds +3.5 at 32.9x; every 5 rounds +2.9 at 27.3x): the top-1 %
-row stays about 3 points behind dense at ~30x.
+row stays about 3 points behind dense at ~30x. Small tensors as q8 deltas
+(``+bysize:2048:q8``, q8 keyframe every 16): +2.5 at 30.8x; with sign refreshes every 2nd
+round instead of keyframes (``[peer] refresh_every_rounds``): +1.5 at 38.9x; q2 every 4th: +1.8
+at 32.7x. ``sign+delta`` alone (1-bit CHOCO deltas every round): +0.5 at 30.0x.
+Full preset (600 rounds x 2 steps, one invocation per group of rows, ~2 min a row): dense
+0.8041; top-1 % q8 keyframes every 13 +2.3 at 31.0x; bysize, keyframes every 16 +2.6 at 31.6x;
+bysize with sign refreshes every 2nd round +0.6 at 40.6x; ``sign+delta`` -0.3 (better than
+dense) at 31.0x. On this non-IID ring, 1-bit CHOCO deltas reach dense accuracy at ~30x; top-1 %
+ones do not, and the sign rounds carry the refresh rows.
 Sparse and low-rank codecs over full parameters fail: the receiver merges the zeros of the
 entries not sent; use ``+delta`` (CHOCO) content for them.
 
@@ -76,6 +84,8 @@ CONFIGS: dict[str, Row] = {r.config: r for r in (
         "topk:0.01>q8+delta+bysize:2048:q8", 1.0, 0, "q8", 2, "sign"),
     Row("topk:0.01>q8+delta+bysize:2048:q8 g=1 refresh=q2/4",
         "topk:0.01>q8+delta+bysize:2048:q8", 1.0, 0, "q8", 4, "q2"),
+    # the refresh codec alone, every round (what the top-1 % rounds add to it)
+    Row("sign+delta g=1", "sign+delta", 1.0, 0, "q8"),
 )}
 
 #: Experiment knobs per preset (model, rounds, local steps per round, evaluation subset, mode).
