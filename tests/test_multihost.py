@@ -51,9 +51,11 @@ def hosts():
     subprocess.run([str(SCRIPT), "down"], env=ENV, capture_output=True, timeout=120)
 
 
-def _experiment(tmp: Path, rounds: int, ckpt: Path | None = None) -> Path:
+def _experiment(tmp: Path, rounds: int, ckpt: Path | None = None,
+                step_time_s: float | None = None) -> Path:
     exp = tmp / "exp.toml"
     ckpt_lines = f'checkpoint_dir = "{ckpt}"\ncheckpoint_every_rounds = 5\n' if ckpt else ""
+    step_line = f"step_time_s = {step_time_s}" if step_time_s else ""
     exp.write_text(f"""
 name = "multihost"
 [membership]
@@ -71,6 +73,7 @@ model = "mlp"
 lr = 0.05
 [emulation]
 compute_slowdown = 4.0  # stretch the run so views have time to converge (shuffles every 0.2 s)
+{step_line}
 [peer]
 rounds = {rounds}
 eval_every_rounds = 10
@@ -113,7 +116,9 @@ def _final_accuracy(out: Path, i: int) -> float:
 def _run_clean(tmp: Path, rounds: int) -> dict[int, float]:
     out = tmp / "events"
     out.mkdir(parents=True)
-    exp = _experiment(tmp, rounds)
+    # steps of an emulated 4 ms device (16 ms at the slowdown): 100 rounds last ~8 s, not ~1 s,
+    # so a peer whose first packets are lost (10 % loss) still finds the others while they run
+    exp = _experiment(tmp, rounds, step_time_s=0.004)
     procs = {i: _start(i, exp, out) for i in range(N_HOSTS)}
     codes = _wait(procs, 240)
     assert all(c == 0 for c in codes.values()), codes
