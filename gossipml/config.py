@@ -73,6 +73,11 @@ class ExperimentConfig:
     emulation: LinkEmulation = field(default_factory=LinkEmulation)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
 
+    def __post_init__(self) -> None:
+        if self.peer.refresh_every_rounds and self.codec.content != "delta":
+            raise ConfigError("[peer] refresh_every_rounds refreshes CHOCO deltas: it needs "
+                              '[codec] content = "delta" (or a spec ending in "+delta")')
+
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "ExperimentConfig":
         """Build from nested tables; unknown tables or keys raise ConfigError naming them."""

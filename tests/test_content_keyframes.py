@@ -92,3 +92,14 @@ def test_refresh_settings_are_validated():
         PeerConfig(refresh_every_rounds=-1)
     with pytest.raises(ConfigError, match="refresh_every_rounds"):
         PeerConfig(refresh_every_rounds=True)
+
+
+def test_refresh_needs_delta_content():
+    from gossipml.config import ExperimentConfig
+
+    with pytest.raises(ConfigError, match="content"):
+        ExperimentConfig.from_dict({"codec": {"spec": "topk:0.01+ef"},
+                                    "peer": {"refresh_every_rounds": 2}})
+    cfg = ExperimentConfig.from_dict({"codec": {"spec": "topk:0.01+delta"},
+                                      "peer": {"refresh_every_rounds": 2}})
+    assert cfg.peer.refresh_every_rounds == 2
