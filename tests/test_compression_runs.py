@@ -75,9 +75,14 @@ def test_choco_topk_with_sign_refresh_converges(tmp_path_factory, dense):
     # keyframe (round 0)
     run = _run(tmp_path_factory, "topk:0.01>q8+delta", keyframe_every_rounds=1000,
                keyframe_codec="q8", refresh_every_rounds=2, refresh_codec="sign")
+    plain = _run(tmp_path_factory, "topk:0.01>q8+delta", keyframe_every_rounds=1000,
+                 keyframe_codec="q8")
     # Assert: finished over real sockets with no rejected message, learned, and sent far fewer
-    # bytes than dense
+    # bytes than dense; the refresh rounds went out (1-bit dense deltas are larger than top-1 %
+    # ones: more bytes than the same run without them)
     _check_finished(run)
     s = run["summary"]
     assert s["mean_accuracy"] > 0.8, s["mean_accuracy"]
     assert s["bytes_sent"] * 15 < dense["summary"]["bytes_sent"]
+    assert s["bytes_sent"] > 1.1 * plain["summary"]["bytes_sent"], (s["bytes_sent"],
+                                                                   plain["summary"]["bytes_sent"])
