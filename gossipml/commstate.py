@@ -36,12 +36,9 @@ def comm_state(peer: "Peer", timeout_s: float) -> dict[str, Any]:
     """Codec and aggregation state, read on the communication thread so it is consistent."""
     codec = on_comm_thread(peer, lambda: {"out": peer._outbox.state_dict(),
                                           "in": peer._inbound.state_dict()}, timeout_s)
-    admm = getattr(peer.aggregator, "state", None)
-    store = getattr(peer.aggregator, "store", None)  # ensemble rules: the kept neighbour models
-    return copy.deepcopy({"codec": codec, "aggregation": {
-        "admm_duals": getattr(admm, "duals", None),
-        "ensemble_models": store.state_dict() if store is not None else None,
-        "distill_calls": getattr(peer.aggregator, "calls", None)}})
+    # a rule registered with register_rule need only aggregate(): no state_dict, nothing kept
+    aggregation = getattr(peer.aggregator, "state_dict", dict)()
+    return copy.deepcopy({"codec": codec, "aggregation": aggregation})
 
 
 def load_comm_state(peer: "Peer", state: Mapping[str, Any], timeout_s: float) -> None:
@@ -55,13 +52,6 @@ def load_comm_state(peer: "Peer", state: Mapping[str, Any], timeout_s: float) ->
             peer._inbound.load_state_dict(codec["in"])
 
     on_comm_thread(peer, write, timeout_s)
-    aggregation = state.get("aggregation") or {}
-    duals = aggregation.get("admm_duals")
-    admm = getattr(peer.aggregator, "state", None)
-    if duals is not None and hasattr(admm, "duals"):
-        admm.duals = {int(k): v for k, v in duals.items()}
-    store = getattr(peer.aggregator, "store", None)
-    if aggregation.get("ensemble_models") is not None and store is not None:
-        store.load_state_dict(aggregation["ensemble_models"])
-    if aggregation.get("distill_calls") is not None and hasattr(peer.aggregator, "calls"):
-        peer.aggregator.calls = int(aggregation["distill_calls"])  # its relabel seeds go on
+    load = getattr(peer.aggregator, "load_state_dict", None)
+    if load is not None:
+        load(state.get("aggregation") or {})

@@ -19,7 +19,7 @@ staleness.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -109,6 +109,27 @@ class AdmmAggregator(FilteringAggregator):
 
     def _combines_alone(self) -> bool:
         return self.cfg.asynchronous
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        a = self.async_state
+        return {"admm_duals": self.state.duals,
+                "admm_async": {"version": a.version, "duals": a.duals, "own_history": a.own_history,
+                               "pending": a.pending, "matched": a.matched,
+                               "newest": {j: [v, m] for j, (v, m) in a.newest.items()}}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+        if state.get("admm_duals") is not None:
+            self.state.duals = {int(k): v for k, v in state["admm_duals"].items()}
+        saved = state.get("admm_async")
+        if saved is not None:
+            a = self.async_state
+            a.version = int(saved["version"])
+            a.duals = {int(k): v for k, v in saved["duals"].items()}
+            a.own_history = {int(k): v for k, v in saved["own_history"].items()}
+            a.pending = {int(j): {int(v): m for v, m in per.items()}
+                         for j, per in saved["pending"].items()}
+            a.matched = {int(k): int(v) for k, v in saved["matched"].items()}
+            a.newest = {int(j): (int(v), m) for j, (v, m) in saved["newest"].items()}
 
     def _combine(self, own, kept: Sequence[Contribution], self_weight, own_round):  # noqa: D102
         work = {n: x.detach().to(_work_dtype(x)) for n, x in own.items()}

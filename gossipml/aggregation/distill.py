@@ -88,6 +88,13 @@ class EnsembleAggregator(FilteringAggregator):
     def _combines_alone(self) -> bool:
         return True
 
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"ensemble_models": self.store.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+        if state.get("ensemble_models") is not None:
+            self.store.load_state_dict(state["ensemble_models"])
+
     def _remember(self, kept: Sequence[Contribution]) -> None:
         for c in kept:
             self.store.put(c.sender, c.round, c.params)
@@ -118,6 +125,14 @@ class DistillAggregator(EnsembleAggregator):
         self.public = as_inputs(public_data) if public_data is not None else None
         self.calls = 0
         self.last_losses: list[float] = []
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {**super().state_dict(), "distill_calls": self.calls}  # the relabel seeds go on
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+        super().load_state_dict(state)
+        if state.get("distill_calls") is not None:
+            self.calls = int(state["distill_calls"])
 
     def _combine(self, own: Mapping[str, torch.Tensor], kept, self_weight, own_round) -> Model:
         self._remember(kept)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import statistics
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -56,6 +56,14 @@ class FilteringAggregator:
 
     def _combines_alone(self) -> bool:
         return False  # stateful rules (ADMM, ensembles) override: they step even with no news
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep for this rule to go on after a restart (stateful rules:
+        ADMM duals, an ensemble's kept models); empty for the stateless ones."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned (keys this rule does not know are ignored)."""
 
     def _weights(
         self, received: Sequence[Contribution], self_weight: float, own_round: int | None
