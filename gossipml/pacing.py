@@ -21,7 +21,7 @@ A neighbour in ``view.dead`` never blocks; :class:`Liveness` decides who is dead
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Callable, ClassVar, Iterable, Mapping, Protocol
 
 __all__ = [
     "PACING_MODES",
@@ -135,7 +135,11 @@ class PaceDecision:
 
 
 class Pacing(Protocol):
-    """A pacing policy: a pure function of the view."""
+    """A pacing policy: a pure function of the view. ``merges_newest``: merge each chosen
+    neighbour's newest held model (async, SSP: a peer that is behind takes its neighbours' later
+    models as they take its earlier ones), not its model of the peer's own round (sync, backup)."""
+
+    merges_newest: ClassVar[bool]
 
     def decide(self, view: PaceView) -> PaceDecision:
         """Proceed, wait, or proceed with what is there."""
@@ -158,6 +162,8 @@ def _go(merge: Iterable[int], missing: Iterable[int], reason: str) -> PaceDecisi
 class SyncPacing:
     """Wait for every live expected neighbour's round-r model, or ``timeout_s``."""
 
+    merges_newest: ClassVar[bool] = False
+
     timeout_s: float = 10.0
 
     def decide(self, view: PaceView) -> PaceDecision:
@@ -177,6 +183,8 @@ class SyncPacing:
 class AsyncPacing:
     """Never wait; merge every held model not merged yet, from any sender."""
 
+    merges_newest: ClassVar[bool] = True
+
     def decide(self, view: PaceView) -> PaceDecision:
         """Proceed at once with the unmerged held models."""
         fresh = [j for j in view.arrived_rounds if j not in view.merged]
@@ -186,6 +194,8 @@ class AsyncPacing:
 @dataclass(frozen=True)
 class SSPPacing:
     """Bounded staleness ``s``: wait until every live expected neighbour's clock is ``>= c - s``."""
+
+    merges_newest: ClassVar[bool] = True
 
     max_staleness: int = 2
     timeout_s: float = 10.0
@@ -207,6 +217,8 @@ class SSPPacing:
 @dataclass(frozen=True)
 class BackupPacing:
     """k of d: proceed when the first ``k`` expected round-r models arrived; merge those only."""
+
+    merges_newest: ClassVar[bool] = False
 
     k: int | None = None
     timeout_s: float = 10.0

@@ -210,8 +210,9 @@ class Peer:
         r = self.clock
         if push:
             self._publish(r, self.topology.out_neighbors(self.id, r))
-        decision, wait_s = self._pace(r)
-        merged, staleness = self._merge(decision.merge, r)
+        pacing = self._policy(r)
+        decision, wait_s = self._pace(r, pacing)
+        merged, staleness = self._merge(decision.merge, r, pacing.merges_newest)
         self.clock += 1
         clocks = self.mailbox.snapshot()[1]
         out = {"round": r, "merged": merged, "staleness": staleness,
@@ -264,14 +265,16 @@ class Peer:
             arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
         )
 
-    def _pace(self, r: int):
+    def _policy(self, r: int):
+        if r == self.final_round and self.config.pacing.final_sync:
+            return SyncPacing(self.config.pacing.timeout_s)  # end on fresh models, bounded
+        return self.pacing
+
+    def _pace(self, r: int, pacing):
         start = time.monotonic()
         hard_limit_s = self.config.pacing.timeout_s + 1.0
         decision = None
         self._waited_for = set()
-        pacing = self.pacing
-        if r == self.final_round and self.config.pacing.final_sync:
-            pacing = SyncPacing(self.config.pacing.timeout_s)  # end on fresh models, bounded
 
         def ready() -> bool:
             nonlocal decision
@@ -286,17 +289,16 @@ class Peer:
                 break
         return decision, time.monotonic() - start
 
-    def _merge(self, senders: tuple[int, ...], r: int) -> tuple[list[int], list[int]]:
+    def _merge(self, senders: tuple[int, ...], r: int,
+               take_newest: bool) -> tuple[list[int], list[int]]:
         newest = self.mailbox.snapshot()[0]
         weights = self.topology.mixing_weights(self.id, r)
         contribs = []
         refused = self.mailbox.refused_rounds()
-        fresh = self.config.pacing.mode in ("async", "ssp")
         for j in senders:
-            # sync, backup: a neighbour's round-r model, if held (it may already be a round
-            # ahead). async, SSP: its newest, so a peer that is behind merges its neighbours'
-            # later models as they merge its earlier ones, and the network keeps its pace
-            held = (None if fresh else self.mailbox.at_round(j, r)) or newest.get(j)
+            # the round-r model if held (it may already be a round ahead), or the newest (see
+            # Pacing.merges_newest: async and SSP, so the network keeps its pace)
+            held = (None if take_newest else self.mailbox.at_round(j, r)) or newest.get(j)
             if held is None or refused.get(j, -1) > held.round:
                 continue  # nothing, or only models older than one it sent and we refused
             contribs.append(Contribution(
