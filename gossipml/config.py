@@ -77,6 +77,12 @@ class ExperimentConfig:
         if self.peer.refresh_every_rounds and self.codec.content != "delta":
             raise ConfigError("[peer] refresh_every_rounds refreshes CHOCO deltas: it needs "
                               '[codec] content = "delta" (or a spec ending in "+delta")')
+        if self.pacing.stale_correction and self.codec.content == "delta":
+            raise ConfigError("[pacing] stale_correction needs whole models ([codec] content = "
+                              '"params"): CHOCO merges public estimates, not the models of a round')
+        if self.pacing.stale_correction and self.aggregation.rule == "admm":
+            raise ConfigError("[pacing] stale_correction does not apply to [aggregation] rule = "
+                              '"admm" (ADMM keeps its own per-neighbour duals and versions)')
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "ExperimentConfig":

@@ -59,6 +59,11 @@ class PacingConfig:
     push_every_steps: int | None = None  # None: every interval_steps
     pull_every_steps: int | None = None  # None: never pull (push-only gossip)
     final_sync: bool = False  # the last round waits for every live neighbour's last model
+    # merge a model k rounds old as its difference from our own round-k model (gossipml.stale),
+    # keeping own models of the last stale_window_rounds rounds (None: max_staleness + 1 under
+    # SSP, else 4)
+    stale_correction: bool = False
+    stale_window_rounds: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in PACING_MODES:
@@ -77,13 +82,26 @@ class PacingConfig:
         if self.backup_k is not None and (not _is_int(self.backup_k) or self.backup_k < 1):
             raise ValueError(f"backup_k must be an integer >= 1 for pacing='backup' (or unset for "
                              f"d - 1), got {self.backup_k!r}")
-        if not isinstance(self.final_sync, bool):
-            raise ValueError(f"final_sync must be true or false, got {self.final_sync!r}")
+        for name in ("final_sync", "stale_correction"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.stale_window_rounds is not None and (
+                not _is_int(self.stale_window_rounds) or self.stale_window_rounds < 1):
+            raise ValueError(f"stale_window_rounds must be an integer >= 1 (rounds of own models "
+                             f"kept for stale_correction), got {self.stale_window_rounds!r}")
         for name in ("interval_steps", "push_every_steps", "pull_every_steps"):
             value = getattr(self, name)
             if (value is not None or name == "interval_steps") and (
                     not _is_int(value) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 (local steps), got {value!r}")
+
+    @property
+    def stale_window(self) -> int:
+        """Rounds of own models kept for ``stale_correction``: under SSP(s) a merged model is at
+        most s rounds old, so s + 1 suffice."""
+        if self.stale_window_rounds is not None:
+            return self.stale_window_rounds
+        return self.max_staleness + 1 if self.mode == "ssp" else 4
 
 
 @dataclass(frozen=True)

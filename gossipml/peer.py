@@ -23,15 +23,16 @@ import zmq
 
 from gossipml import commstate
 from gossipml.aggregation import build_aggregator
-from gossipml.aggregation.base import Contribution
 from gossipml.codecs import build_codec
 from gossipml.config import ExperimentConfig
 from gossipml.content import Inbound, Outbox
 from gossipml.events import EventLog
 from gossipml.inbox import PeerInbox
 from gossipml.mailbox import Mailbox
+from gossipml.merge import apply_aggregate, contributions
 from gossipml.pacing import PaceView, Schedule, SyncPacing, build_pacing
 from gossipml.snapshot import SnapshotPool
+from gossipml.stale import StaleCorrection
 from gossipml.swarm import SwarmLink, SwarmTopology, seed_dealers
 from gossipml.topology import build_topology
 from gossipml.shmpath import ShmInbox, same_host
@@ -102,6 +103,8 @@ class Peer:
         self._expected = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape))
                           for k, v in params.items()}
         self._pool = SnapshotPool(params, device=self._device)
+        self._stale = (StaleCorrection(params, cfg.pacing.stale_window)
+                       if cfg.pacing.stale_correction else None)
         self._reference = {k: v.detach() for k, v in params.items()}  # for shape/dtype checks
         attack = cfg.peer.attack if id in cfg.peer.attackers else ""
         self._outbox = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
@@ -212,7 +215,7 @@ class Peer:
             self._publish(r, self.topology.out_neighbors(self.id, r))
         pacing = self._policy(r)
         decision, wait_s = self._pace(r, pacing)
-        merged, staleness = self._merge(decision.merge, r, pacing.merges_newest)
+        merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
         self.clock += 1
         clocks = self.mailbox.snapshot()[1]
         out = {"round": r, "merged": merged, "staleness": staleness,
@@ -221,6 +224,8 @@ class Peer:
                "known_clocks": {str(j): c for j, c in sorted(clocks.items())}}
         if self.swarm is not None:
             out["view"] = sorted(self.swarm.live())
+        if self._stale is not None:
+            out["corrected"] = corrected
         return out
 
     def _publish(self, r: int, dests: tuple[int, ...]) -> None:
@@ -290,36 +295,25 @@ class Peer:
         return decision, time.monotonic() - start
 
     def _merge(self, senders: tuple[int, ...], r: int,
-               take_newest: bool) -> tuple[list[int], list[int]]:
-        newest = self.mailbox.snapshot()[0]
-        weights = self.topology.mixing_weights(self.id, r)
-        contribs = []
-        refused = self.mailbox.refused_rounds()
-        for j in senders:
-            # the round-r model if held (it may already be a round ahead), or the newest (see
-            # Pacing.merges_newest: async and SSP, so the network keeps its pace)
-            held = (None if take_newest else self.mailbox.at_round(j, r)) or newest.get(j)
-            if held is None or refused.get(j, -1) > held.round:
-                continue  # nothing, or only models older than one it sent and we refused
-            contribs.append(Contribution(
-                sender=j, round=held.round, params=held.params,
-                weight=float(weights.get(j, 1.0 / (len(senders) + 1))),
-                num_samples=int(held.info.get("num_samples", 0))))
-        if not contribs:
-            return [], []
+               take_newest: bool) -> tuple[list[int], list[int], list[int]]:
+        """Merge the chosen senders' models; (senders merged, their staleness, those merged
+        through stale correction)."""
         own = exchanged_state(self.model)
+        if self._stale is not None:  # our round-r model, before anything merges into it
+            self._stale.record(r, own)
+        weights = self.topology.mixing_weights(self.id, r)
+        contribs = contributions(self.mailbox, senders, r, take_newest, weights)
+        if not contribs:
+            return [], [], []
+        corrected: list[int] = []
+        if self._stale is not None:
+            contribs, corrected = self._stale.correct(own, contribs, r)
         new = self.aggregator.aggregate(own, contribs,
                                         float(weights.get(self.id, 1.0 / (len(contribs) + 1))),
                                         own_round=r)
-        gamma = self.config.peer.consensus_step
-        with torch.no_grad():
-            for name, tensor in new.items():
-                if gamma == 1.0:
-                    own[name].copy_(tensor)
-                else:  # x <- x + gamma (aggregate - x)
-                    own[name].add_(tensor.to(own[name].dtype) - own[name], alpha=gamma)
+        apply_aggregate(own, new, self.config.peer.consensus_step)
         self.mailbox.mark_merged({c.sender: c.round for c in contribs})
-        return [c.sender for c in contribs], [r - c.round for c in contribs]
+        return [c.sender for c in contribs], [r - c.round for c in contribs], corrected
 
     # ---- the communication thread -------------------------------------------------------
     def _inbox_frames(self, sender_hint: int | None, frames: list) -> None:
@@ -381,9 +375,12 @@ class Peer:
 
     # ---- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Bytes and messages sent/received, rejections by reason, skipped sends."""
+        """Bytes and messages sent/received, rejections by reason, skipped sends (and, with
+        stale correction, the models merged corrected and those too old for its history)."""
         s = self.transport.stats
-        return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+        stale = {} if self._stale is None else {"stale_corrected": self._stale.corrected,
+                                                "stale_too_old": self._stale.too_old}
+        return {**stale, "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
                 "send_dropped": s.send_dropped, "send_failed": s.send_failed,
                 "emulated_drops": s.emulated_drops, "heartbeats_sent": self.heartbeats_sent,

@@ -1,0 +1,43 @@
+"""The two ends of a peer's merge: which held model of each chosen sender enters the aggregate,
+and how the aggregate goes back into the live model (with the consensus step)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from gossipml.aggregation.base import Contribution
+from gossipml.mailbox import Mailbox
+
+__all__ = ["contributions", "apply_aggregate"]
+
+
+def contributions(mailbox: Mailbox, senders: tuple[int, ...], r: int, take_newest: bool,
+                  weights: Mapping[int, float]) -> list[Contribution]:
+    """Each sender's round-``r`` model if held (it may already be a round ahead), or its newest
+    (always so with ``take_newest``: async and SSP, so the network keeps its pace); senders with
+    nothing, or only models older than one they sent and we refused, are left out."""
+    newest = mailbox.snapshot()[0]
+    refused = mailbox.refused_rounds()
+    out = []
+    for j in senders:
+        held = (None if take_newest else mailbox.at_round(j, r)) or newest.get(j)
+        if held is None or refused.get(j, -1) > held.round:
+            continue
+        out.append(Contribution(
+            sender=j, round=held.round, params=held.params,
+            weight=float(weights.get(j, 1.0 / (len(senders) + 1))),
+            num_samples=int(held.info.get("num_samples", 0))))
+    return out
+
+
+def apply_aggregate(own: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor],
+                    gamma: float) -> None:
+    """Write the aggregate into the live tensors: ``x <- x + gamma (aggregate - x)``."""
+    with torch.no_grad():
+        for name, tensor in new.items():
+            if gamma == 1.0:
+                own[name].copy_(tensor)
+            else:
+                own[name].add_(tensor.to(own[name].dtype) - own[name], alpha=gamma)
