@@ -3,13 +3,14 @@ plus the overlap ratio (wall time per round with communication vs. the same step
 
     python scripts/bench_pacing.py [--quick] [--json] [--threads] [--seed N | --seeds 0,1,2]
         [--out DIR] [--stragglers moving,fixed,cycle] [--modes sync,ssp2] [--no-overlap]
+        [--topology full|ring|exponential|torus] [--stale-correction]
         [--rounds N] [--lr X] [--lr-schedule cosine] [--weights age] [--n-peers N]
 
-Every mode runs the same experiment: Fashion-MNIST iid, an mlp 64 wide, ring of ``--n-peers``
-(8), 10 local steps a round, equal rounds (30 with --quick, else 100), one process per peer over
-tcp loopback (``--threads``: all in one process). Each local step lasts an emulated 25 ms times its
-factor (``[emulation] step_time_s``), so 8 peers on 2 cores are not CPU-bound and a slow peer slows
-the others only through the pacing. Two straggler kinds, both 3x:
+Every mode runs the same experiment: Fashion-MNIST iid, an mlp 64 wide, ``--n-peers`` (8) on
+``--topology`` (``full``), 10 local steps a round, equal rounds (30 with --quick, else 100), one
+process per peer over tcp loopback (``--threads``: all in one process). Each local step lasts an
+emulated 25 ms times its factor (``[emulation] step_time_s``), so 8 peers on 2 cores are not
+CPU-bound and a slow peer slows the others only through the pacing. Two straggler kinds, both 3x:
 
 - ``moving``: one peer per round, drawn from the seed (``straggler_factor``), the case SSP and
   backup peers are for;
@@ -18,24 +19,32 @@ the others only through the pacing. Two straggler kinds, both 3x:
 - ``cycle`` (not run by default): one peer per round, each peer once per cycle of n rounds
   (``straggler_order = "cycle"``), so every peer carries the same extra compute.
 
+The topology decides what sync costs. On ``full`` (the default) a synchronous round waits for the
+slowest peer, as in the parameter-server setting of the SSP and backup-worker studies. On a ring
+a peer waits only for its two neighbours, so sync already hides much of a moving straggler and
+the schedule itself caps SSP(2) near 1.5x: with zero overhead (:func:`ideal_train_s`, reported
+as ``ssp2_ideal_speedup``), 100 rounds, seeds 0-4, SSP(2) is 1.97x faster than sync on full,
+1.51x on a ring, 1.56x on the exponential graph and 1.58x on the torus.
+
 SSP rows use ``final_sync`` (a synchronous last round). Per mode: ``wall_s`` (start-up
 included), ``train_s`` (the slowest peer's time from its ``start`` to its ``final`` event),
 ``mean_peer_train_s``, ``mean_accuracy`` (10 000 test images) and ``median_round_s`` (median over
 peers of each peer's median round time). Targets (issue #4): SSP(2) ``train_s`` >= 1.5x faster
 than sync at most 0.3 points less accurate; backup cuts the median round time by >= 20 %.
 
-Measured, before async and SSP merged each neighbour's newest model (--quick, processes, 8
-peers; sync vs ssp2 only, ``train_s`` ratio and accuracy drop): moving seed 0 1.46x -0.9 points;
-``--lr-schedule cosine`` 1.34x -1.2; ``--weights age`` 1.48x -0.9; ``--n-peers 16`` 1.34x -0.7;
-``cycle`` seeds 0, 1, 2: 1.37x -0.9, 1.55x -1.6, 1.53x -1.1. Full preset, seeds 0-2: 1.49x -0.62,
-1.56x -0.51, 1.39x -0.74.
-Since (``--modes sync,ssp2 --stragglers moving,cycle --no-overlap --seeds 0,1,2,3,4``, 100
-rounds, 21 min): moving 1.507x -0.26 points (per seed 1.46/1.59/1.39/1.47/1.63x,
--0.03/-0.10/-0.15/-0.54/-0.49); cycle 1.597x -0.60 (``--weights age``: -0.52). The same
-straggler schedules with zero overhead (``ssp2_ideal_speedup`` in the report, from
-:func:`ideal_train_s`) give SSP(2) 1.506x (moving, five seeds) and 1.619x (cycle); the measured
-speedups match them, so what keeps moving below 1.5x on some seeds is the schedule, not the
-implementation. Backup and overlap meet their targets (median round -50 %, overlap ratio 1.04).
+Measured (``--modes sync,ssp2 --stragglers moving --no-overlap --seeds ...``, 100 rounds, about
+2.5 min a seed), SSP(2) against sync, speedup and accuracy drop in points:
+
+- full, seeds 0-9: 1.98x, -0.20 (per seed -0.36/+0.23/-0.36/-0.37/-0.40/+0.08/0.00/-0.66/
+  -0.13/+0.01; sync itself spreads 0.851-0.857 over seeds). ``--weights age`` (seeds 0-4):
+  -0.28 against -0.25 uniform. ``--stale-correction`` (seeds 0-4): -0.66 at 100 rounds, though
+  with ``--quick`` (seeds 0-2) -0.23 against -0.63 uncorrected: keeping the own progress since
+  a stale model's round at full weight wins early and costs once SGD noise dominates.
+- ring, seeds 0-4 (earlier code, the same merge rule): 1.507x -0.26 (per seed
+  1.46/1.59/1.39/1.47/1.63x, -0.03/-0.10/-0.15/-0.54/-0.49), matching its 1.506x ideal;
+  ``cycle`` 1.597x -0.60. Before async and SSP merged each neighbour's newest model, ring
+  ``--quick`` seed 0 was 1.46x -0.9.
+- Backup and overlap meet their targets (median round -50 % on the ring, overlap ratio 1.04).
 
 Overlap: 2 peers (one per core), async, full topology, an exchange every 10 real steps of an mlp
 256 wide (~200k parameters, 800 KB a message), against the same run on a topology with no edges;
@@ -56,6 +65,7 @@ from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
 from gossipml.results import events_path
 from gossipml.runner import run_in_process, run_local
+from gossipml.topology import build_topology
 
 __all__ = ["pacing_config", "overlap_config", "run_mode", "ideal_train_s", "mean_row", "main"]
 
@@ -74,6 +84,12 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
+#: Topologies the benchmark runs on: on ``full`` a synchronous round waits for the slowest peer;
+#: on sparse graphs only for the slow neighbours, so sync already hides part of a straggler.
+TOPOLOGIES = ("full", "ring", "exponential", "torus")
+DEFAULT_TOPOLOGY = "full"
+
+
 #: How one peer is 3x slower: always the same peer, or one peer per round drawn from a shared
 #: seed (every peer is the straggler 1/n of the time; the case SSP and backup peers are for).
 STRAGGLERS: dict[str, dict[str, Any]] = {
@@ -88,7 +104,8 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
                   straggler: str = "moving", step_time_s: float = STEP_TIME_S,
                   interval_steps: int = INTERVAL_STEPS, seed: int = 0,
                   task: dict[str, Any] | None = None,
-                  aggregation: dict[str, Any] | None = None) -> ExperimentConfig:
+                  aggregation: dict[str, Any] | None = None,
+                  topology: str = DEFAULT_TOPOLOGY) -> ExperimentConfig:
     """The benchmark experiment for one pacing table and straggler kind.
 
     Every local step lasts ``step_time_s`` times its factor (``[emulation] step_time_s``: an
@@ -103,7 +120,7 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
         "task": {"model": "mlp", "hidden": 64, "optimizer": "sgd", "lr": 0.05,
                  "momentum": 0.9, "batch_size": 32, "eval_max_samples": 10000,
                  **(task or {})},
-        "topology": {"kind": "ring", "weights": "metropolis"},
+        "topology": {"kind": topology, "weights": "metropolis"},
         "pacing": {"timeout_s": 30.0, "interval_steps": interval_steps, **pacing},
         "peer": {"rounds": rounds, "eval_every_rounds": rounds},
         "emulation": {"step_time_s": step_time_s, "seed": seed, **STRAGGLERS[straggler]},
@@ -154,18 +171,19 @@ def overlap_pairs(root: Path, pairs: int, threads: bool, n_peers: int = 2, round
 
 def ideal_train_s(cfg: ExperimentConfig, staleness: int | None) -> float:
     """The run's length with zero overhead: every round lasts its emulated steps exactly, a
-    model is known the moment its round ends, and a peer of a ring waits as the pacing says
-    (``staleness`` None: sync; else SSP(s), a neighbour's round c - s model needed to end round
-    c). The last round is synchronous (``final_sync``). A lower bound on the measured
+    model is known the moment its round ends, and a peer waits for its in-neighbours as the
+    pacing says (``staleness`` None: sync; else SSP(s), a neighbour's round c - s model needed to
+    end round c). The last round is synchronous (``final_sync``). A lower bound on the measured
     ``train_s``; the ratio of two of them is the speedup the schedule allows."""
     n, rounds, em = cfg.run.n_peers, cfg.peer.rounds, cfg.emulation
+    topology = build_topology(cfg.topology, n)
     step_s = em.step_time_s * cfg.pacing.interval_steps
     start = [0.0] * n
     ends: list[list[float]] = []
     for r in range(rounds):
         ends.append([start[i] + step_s * em.step_factor(i, r, n) for i in range(n)])
         need = r if staleness is None or r == rounds - 1 else r - staleness
-        start = [max([ends[r][i]] + ([ends[need][(i - 1) % n], ends[need][(i + 1) % n]]
+        start = [max([ends[r][i]] + ([ends[need][j] for j in topology.in_neighbors(i, r)]
                                      if need >= 0 else [])) for i in range(n)]
     return max(start)
 
@@ -250,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="override the learning rate")
     ap.add_argument("--lr-schedule", default=None, help="override the lr schedule")
     ap.add_argument("--weights", default=None,
-                    help="[aggregation] weights (default uniform; on the ring all are 1/3)")
+                    help="[aggregation] weights (default uniform: 1/(d+1) each)")
+    ap.add_argument("--topology", default=DEFAULT_TOPOLOGY, choices=TOPOLOGIES,
+                    help="who waits for whom: full (default; sync waits for the slowest peer, "
+                         "the setting of SSP and backup workers) or a sparse graph")
+    ap.add_argument("--stale-correction", action="store_true",
+                    help="[pacing] stale_correction on the async and SSP rows")
     ap.add_argument("--no-overlap", action="store_true", help="skip the overlap pairs")
     ap.add_argument("--out", type=Path, default=None, help="keep run folders here")
     args = ap.parse_args(argv)
@@ -275,14 +298,19 @@ def main(argv: list[str] | None = None) -> int:
         "n_peers": args.n_peers, "rounds": rounds, "interval_steps": INTERVAL_STEPS,
         "step_time_s": STEP_TIME_S, "slowdown": SLOWDOWN,
         "run_mode": "threads" if args.threads else "processes", "seeds": seeds,
+        "topology": args.topology, "stale_correction": args.stale_correction,
         "task_overrides": task, "aggregation": aggregation, "scenarios": {}}
     for kind in stragglers:
         rows: dict[str, dict[str, Any]] = {}
         for name in modes:
             runs = []
             for seed in seeds:
-                cfg = pacing_config(MODES[name], args.n_peers, rounds, args.threads, kind,
-                                    seed=seed, task=task, aggregation=aggregation)
+                pace = dict(MODES[name])
+                if args.stale_correction and pace["mode"] in ("ssp", "async"):
+                    pace["stale_correction"] = True
+                cfg = pacing_config(pace, args.n_peers, rounds, args.threads, kind,
+                                    seed=seed, task=task, aggregation=aggregation,
+                                    topology=args.topology)
                 sub = f"{name}-s{seed}" if len(seeds) > 1 else name
                 runs.append({"seed": seed, **run_mode(cfg, root / kind / sub)})
                 print(f"# {kind} {name} seed {seed}: {runs[-1]}", file=sys.stderr)
@@ -291,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         if {"sync", "ssp2"} <= set(rows):
             scenario["targets"] = _targets(rows)
             ideal = [[ideal_train_s(pacing_config(MODES[m], args.n_peers, rounds, True, kind,
-                                                  seed=seed), st) for seed in seeds]
+                                                  seed=seed, topology=args.topology), st)
+                      for seed in seeds]
                      for m, st in (("sync", None), ("ssp2", 2))]
             scenario["targets"]["ssp2_ideal_speedup"] = round(sum(ideal[0]) / sum(ideal[1]), 3)
         report["scenarios"][kind] = scenario

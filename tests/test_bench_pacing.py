@@ -15,8 +15,9 @@ _spec.loader.exec_module(bench)
 ROUND_S = bench.STEP_TIME_S * bench.INTERVAL_STEPS  # one round at factor 1
 
 
-def _cfg(mode: str, straggler: str, rounds: int = 20, n: int = 8):
-    return bench.pacing_config(bench.MODES[mode], n, rounds, True, straggler, seed=0)
+def _cfg(mode: str, straggler: str, rounds: int = 20, n: int = 8, topology: str = "ring"):
+    return bench.pacing_config(bench.MODES[mode], n, rounds, True, straggler, seed=0,
+                               topology=topology)
 
 
 def test_ideal_time_with_a_fixed_slow_peer_is_its_own_compute_in_every_mode():
@@ -34,6 +35,17 @@ def test_ideal_ssp_lies_between_own_compute_and_sync():
     sync, ssp = bench.ideal_train_s(cfg, None), bench.ideal_train_s(cfg, 2)
     assert own <= ssp < sync
     assert bench.ideal_train_s(cfg, 40) == pytest.approx(own, rel=0.2)  # no bound: ~own compute
+
+
+def test_ideal_sync_on_full_waits_for_every_straggler_and_on_a_ring_only_for_neighbours():
+    # full topology: some peer is 3x slow every round and everyone waits for it, so sync takes
+    # exactly 3 rounds' time per round; a ring waits only for slow neighbours, so it is faster;
+    # SSP(2) on full overlaps the slow rounds of different peers
+    full = _cfg("sync", "moving", rounds=30, topology="full")
+    assert bench.ideal_train_s(full, None) == pytest.approx(30 * 3 * ROUND_S)
+    ring = _cfg("sync", "moving", rounds=30, topology="ring")
+    assert bench.ideal_train_s(ring, None) < 30 * 3 * ROUND_S
+    assert bench.ideal_train_s(full, 2) < 0.7 * bench.ideal_train_s(full, None)
 
 
 def test_mean_row_averages_seeds_and_targets_use_the_means():
