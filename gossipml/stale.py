@@ -11,7 +11,15 @@ where ``x_i(k)`` is this peer's own model as it stood at its round-``k`` exchang
 neighbour's disagreement with us at its own time, applied to where we are now. Models of the
 current round or ahead merge as they are, so synchronous rounds are unchanged; a model older
 than the kept history (``window`` rounds) also merges as it is, and is counted. The history is
-``window`` preallocated copies of the exchanged state, written in place each round.
+``window`` preallocated copies of the exchanged state, written in place each round. It is not
+checkpointed: after a resume the first stale models merge as they are until it refills.
+
+Measured (``scripts/bench_pacing.py``, 8 peers, full topology, SSP(2), moving 3x straggler): over
+30 rounds it cut SSP's accuracy loss against sync from 0.63 to 0.23 points (seeds 0-2); over 100
+rounds it raised it from 0.25 to 0.66 (seeds 0-4). Keeping the own progress since a stale
+model's round at full weight keeps that progress's SGD noise unaveraged too, which costs more
+than the rollback once the noise dominates: an option for short or very stale runs, off by
+default.
 """
 
 from __future__ import annotations
