@@ -61,3 +61,12 @@ def test_mean_row_averages_seeds_and_targets_use_the_means():
     assert t["ssp2_accuracy_drop_points"] == pytest.approx(0.5)
     assert not t["ssp2_target_met"] and "backup_target_met" not in t
     assert [p["speedup"] for p in t["ssp2_per_seed"]] == [1.6, pytest.approx(1.429, abs=1e-3)]
+
+
+def test_only_the_target_rows_of_a_moving_straggler_run_every_target_seed():
+    targets = [4, 5, 6]
+    assert bench.seeds_for("sync", "moving", None, targets) == targets
+    assert bench.seeds_for("ssp2", "cycle", None, targets) == targets
+    assert bench.seeds_for("ssp2", "fixed", None, targets) == [4]
+    assert bench.seeds_for("backup", "moving", None, targets) == [4]
+    assert bench.seeds_for("async", "moving", [1, 2], targets) == [1, 2]  # --seeds: every row
