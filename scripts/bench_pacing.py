@@ -2,29 +2,34 @@
 plus the overlap ratio (wall time per round with communication vs. the same steps without).
 
     python scripts/bench_pacing.py [--quick] [--json] [--threads] [--seed N | --seeds 0,1,2]
-        [--target-seeds K] [--out DIR] [--stragglers moving,fixed,cycle] [--modes sync,ssp2] [--no-overlap]
-        [--topology full|ring|exponential|torus] [--stale-correction]
+        [--target-seeds K] [--out DIR] [--stragglers moving,fixed,cycle] [--modes sync,ssp2]
+        [--topology full,ring,exponential,torus] [--stale-correction] [--no-overlap]
         [--rounds N] [--lr X] [--lr-schedule cosine] [--weights age] [--n-peers N]
 
-Every mode runs the same experiment: Fashion-MNIST iid, an mlp 64 wide, ``--n-peers`` (8) on
-``--topology`` (``full``), 10 local steps a round, equal rounds (30 with --quick, else 100), one
-process per peer over tcp loopback (``--threads``: all in one process). Each local step lasts an
-emulated 25 ms times its factor (``[emulation] step_time_s``), so 8 peers on 2 cores are not
-CPU-bound and a slow peer slows the others only through the pacing. Two straggler kinds, both 3x:
+Every mode runs the same experiment: Fashion-MNIST iid, an mlp 64 wide, ``--n-peers`` (8), 10
+local steps a round, equal rounds (30 with --quick, else 100), one process per peer over tcp
+loopback (``--threads``: all in one process). Each local step lasts an emulated 25 ms times its
+factor (``[emulation] step_time_s``), so 8 peers on 2 cores are not CPU-bound and a slow peer
+slows the others only through the pacing. Straggler kinds, all 3x:
 
 - ``moving``: one peer per round, drawn from the seed (``straggler_factor``), the case SSP and
   backup peers are for;
-- ``fixed``: peer 3 always (``compute_slowdown``). With equal rounds every mode then needs at
-  least the slow peer's own compute time, so no mode can finish much faster than sync;
+- ``fixed`` (not with --quick): peer 3 always (``compute_slowdown``). With equal rounds every
+  mode then needs at least the slow peer's own compute time, so no mode can finish much faster
+  than sync;
 - ``cycle`` (not run by default): one peer per round, each peer once per cycle of n rounds
   (``straggler_order = "cycle"``), so every peer carries the same extra compute.
 
-The topology decides what sync costs. On ``full`` (the default) a synchronous round waits for the
+The topology decides what sync costs, and each straggler kind runs on each ``--topology``
+(``full,ring``; ``fixed`` on the first only). On ``full`` a synchronous round waits for the
 slowest peer, as in the parameter-server setting of the SSP and backup-worker studies. On a ring
 a peer waits only for its two neighbours, so sync already hides much of a moving straggler and
 the schedule itself caps SSP(2) near 1.5x: with zero overhead (:func:`ideal_train_s`, reported
 as ``ssp2_ideal_speedup``), 100 rounds, seeds 0-4, SSP(2) is 1.97x faster than sync on full,
-1.51x on a ring, 1.56x on the exponential graph and 1.58x on the torus.
+1.51x on a ring, 1.56x on the exponential graph and 1.58x on the torus. Backup (k = d - 1) is
+the other way round: on a ring one of two neighbours suffices, while on full a straggler that
+fell behind stays behind (gossip has no server to restart it on the newest model, as backup
+workers are), so with a new straggler every round two peers lag and the round waits anyway.
 
 SSP rows use ``final_sync`` (a synchronous last round). Per mode: ``wall_s`` (start-up
 included), ``train_s`` (the slowest peer's time from its ``start`` to its ``final`` event),
@@ -32,23 +37,27 @@ included), ``train_s`` (the slowest peer's time from its ``start`` to its ``fina
 peers of each peer's median round time). Targets (issue #4): SSP(2) ``train_s`` >= 1.5x faster
 than sync at most 0.3 points less accurate; backup cuts the median round time by >= 20 %.
 One run's accuracy moves by up to +-0.3 points with its seed, as much as that target allows, so
-the sync and ssp2 rows of the moving straggler run ``--target-seeds`` seeds (5, from ``--seed``
-on; 1 with --quick) and the target is checked on their means, each seed's figures kept in
-``ssp2_per_seed``; every other row runs the first seed. About 27 min in all here (--quick 9).
+the sync and ssp2 rows of moving and cycling stragglers run ``--target-seeds`` seeds (5, from
+``--seed`` on; 1 with --quick) and the target is checked on their means, each seed's figures
+kept in ``ssp2_per_seed``; every other row runs the first seed. Sync runs are deterministic
+(the same seed gives the same accuracy); SSP and async runs are not. About 40 min in all here
+(--quick 8).
 
-Measured (``--modes sync,ssp2 --stragglers moving --no-overlap --seeds ...``, 100 rounds, about
-2.5 min a seed), SSP(2) against sync, speedup and accuracy drop in points:
+Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
 
-- full, seeds 0-9: 1.98x, -0.20 (per seed -0.36/+0.23/-0.36/-0.37/-0.40/+0.08/0.00/-0.66/
-  -0.13/+0.01; sync itself spreads 0.851-0.857 over seeds). ``--weights age`` (seeds 0-4):
-  -0.28 against -0.25 uniform. ``--stale-correction`` (seeds 0-4): -0.66 at 100 rounds, though
-  with ``--quick`` (seeds 0-2) -0.23 against -0.63 uncorrected: keeping the own progress since
-  a stale model's round at full weight wins early and costs once SGD noise dominates.
-- ring, seeds 0-4 (earlier code, the same merge rule): 1.507x -0.26 (per seed
+- full, the default invocation on 2026-11-24 (then full only, 26 min): SSP(2) 1.977x, -0.31
+  (per seed -0.42/+0.08/-0.21/-0.42/-0.58); against sync's seed 0, ssp1 1.82x -0.14, ssp4
+  2.13x -0.62, async 2.30x -1.87; backup cuts the median round 7.7 % (moving) and 63.5 %
+  (fixed); overlap ratio 1.058.
+- full, ``--modes sync,ssp2 --seeds 0,...,9``: 1.98x, -0.20 (per seed -0.36/+0.23/-0.36/-0.37/
+  -0.40/+0.08/0.00/-0.66/-0.13/+0.01; sync itself spreads 0.851-0.857 over seeds). Seeds 0-4
+  twice: -0.25 and -0.31, so the 5-seed mean itself moves by about 0.06. ``--weights age``:
+  -0.28. ``--stale-correction``: -0.66 at 100 rounds, though with ``--quick`` (seeds 0-2) -0.23
+  against -0.63 uncorrected: keeping the own progress since a stale model's round at full
+  weight wins early and costs once SGD noise dominates.
+- ring, seeds 0-4 (the previous session, the same merge rule): 1.507x -0.26 (per seed
   1.46/1.59/1.39/1.47/1.63x, -0.03/-0.10/-0.15/-0.54/-0.49), matching its 1.506x ideal;
-  ``cycle`` 1.597x -0.60. Before async and SSP merged each neighbour's newest model, ring
-  ``--quick`` seed 0 was 1.46x -0.9.
-- Backup and overlap meet their targets (median round -50 % on the ring, overlap ratio 1.04).
+  ``cycle`` 1.597x -0.60; backup cut the median round 50 % (moving), overlap ratio 1.04.
 
 Overlap: 2 peers (one per core), async, full topology, an exchange every 10 real steps of an mlp
 256 wide (~200k parameters, 800 KB a message), against the same run on a topology with no edges;
@@ -72,7 +81,7 @@ from gossipml.runner import run_in_process, run_local
 from gossipml.topology import build_topology
 
 __all__ = ["pacing_config", "overlap_config", "run_mode", "ideal_train_s", "mean_row",
-           "seeds_for", "main"]
+           "seeds_for", "scenarios", "main"]
 
 SLOW_PEER = 3
 SLOWDOWN = 3.0
@@ -246,6 +255,13 @@ def seeds_for(mode: str, straggler: str, seeds: list[int] | None,
     return target_seeds[:1]
 
 
+def scenarios(topologies: list[str], stragglers: list[str]) -> list[tuple[str, str]]:
+    """(topology, straggler) pairs to run: every straggler kind on every topology, except the
+    fixed one on the first topology only (no pacing beats the slow peer's own compute there)."""
+    return [(t, k) for i, t in enumerate(topologies) for k in stragglers
+            if k != "fixed" or i == 0]
+
+
 def _targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Issue #4's targets on the rows (means over seeds); with ``per_seed`` runs, the SSP(2)
     speedup and accuracy drop of each seed too (sync and ssp2 of a seed share its data split,
@@ -274,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--threads", action="store_true", help="peers as threads, not processes")
     ap.add_argument("--n-peers", type=int, default=8)
-    ap.add_argument("--stragglers", default="moving,fixed",
-                    help=f"comma list from {sorted(STRAGGLERS)}")
+    ap.add_argument("--stragglers", default=None,
+                    help=f"comma list from {sorted(STRAGGLERS)} (default moving,fixed; moving "
+                         "with --quick)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list from {list(MODES)}")
     ap.add_argument("--seed", type=int, default=0, help="run seed (data split, init, stragglers)")
     ap.add_argument("--seeds", default=None,
@@ -291,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-schedule", default=None, help="override the lr schedule")
     ap.add_argument("--weights", default=None,
                     help="[aggregation] weights (default uniform: 1/(d+1) each)")
-    ap.add_argument("--topology", default=DEFAULT_TOPOLOGY, choices=TOPOLOGIES,
-                    help="who waits for whom: full (default; sync waits for the slowest peer, "
-                         "the setting of SSP and backup workers) or a sparse graph")
+    ap.add_argument("--topology", default="full,ring",
+                    help=f"comma list from {list(TOPOLOGIES)}: every straggler kind but fixed "
+                         "runs on each, fixed on the first (default full,ring: on full a sync "
+                         "round waits for the slowest peer, on a ring for two neighbours)")
     ap.add_argument("--stale-correction", action="store_true",
                     help="[pacing] stale_correction on the async and SSP rows")
     ap.add_argument("--no-overlap", action="store_true", help="skip the overlap pairs")
@@ -301,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.n_peers < 5:
         ap.error("--n-peers must be >= 5 (peer 3 is the slow one)")
-    stragglers = [k for k in args.stragglers.split(",") if k]
+    stragglers = [k for k in (args.stragglers or ("moving" if args.quick else "moving,fixed"))
+                  .split(",") if k]
+    topologies = [t for t in args.topology.split(",") if t]
+    if not topologies or any(t not in TOPOLOGIES for t in topologies):
+        ap.error(f"--topology must be a comma list from {list(TOPOLOGIES)}, got {args.topology!r}")
     modes = [m for m in args.modes.split(",") if m]
     for name in stragglers + modes:
         if name not in STRAGGLERS and name not in MODES:
@@ -325,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         "step_time_s": STEP_TIME_S, "slowdown": SLOWDOWN,
         "run_mode": "threads" if args.threads else "processes",
         "seeds": seeds or {"target_rows": target_seeds, "other_rows": target_seeds[:1]},
-        "topology": args.topology, "stale_correction": args.stale_correction,
+        "topologies": topologies, "stale_correction": args.stale_correction,
         "task_overrides": task, "aggregation": aggregation, "scenarios": {}}
-    for kind in stragglers:
+    for topology, kind in scenarios(topologies, stragglers):
         rows: dict[str, dict[str, Any]] = {}
         for name in modes:
             runs = []
@@ -338,27 +360,28 @@ def main(argv: list[str] | None = None) -> int:
                     pace["stale_correction"] = True
                 cfg = pacing_config(pace, args.n_peers, rounds, args.threads, kind,
                                     seed=seed, task=task, aggregation=aggregation,
-                                    topology=args.topology)
+                                    topology=topology)
                 sub = f"{name}-s{seed}" if len(mode_seeds) > 1 else name
-                runs.append({"seed": seed, **run_mode(cfg, root / kind / sub)})
-                print(f"# {kind} {name} seed {seed}: {runs[-1]}", file=sys.stderr)
+                runs.append({"seed": seed, **run_mode(cfg, root / topology / kind / sub)})
+                print(f"# {topology} {kind} {name} seed {seed}: {runs[-1]}", file=sys.stderr)
             rows[name] = mean_row(name, runs)
-        scenario: dict[str, Any] = {"straggler": kind, "modes": list(rows.values())}
+        scenario: dict[str, Any] = {"straggler": kind, "topology": topology,
+                                    "modes": list(rows.values())}
         if {"sync", "ssp2"} <= set(rows):
             scenario["targets"] = _targets(rows)
             ideal = [[ideal_train_s(pacing_config(MODES[m], args.n_peers, rounds, True, kind,
-                                                  seed=seed, topology=args.topology), st)
+                                                  seed=seed, topology=topology), st)
                       for seed in seeds_for("ssp2", kind, seeds, target_seeds)]
                      for m, st in (("sync", None), ("ssp2", 2))]
             scenario["targets"]["ssp2_ideal_speedup"] = round(sum(ideal[0]) / sum(ideal[1]), 3)
-        report["scenarios"][kind] = scenario
+        report["scenarios"][f"{kind}/{topology}"] = scenario
     if not args.no_overlap:
         report["overlap"] = overlap_pairs(root, 3 if args.quick else 5, args.threads)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     for kind, scenario in report["scenarios"].items():
-        print(f"straggler: {kind}")
+        print(f"scenario: {kind}")
         print(f"{'mode':8} {'wall_s':>8} {'train_s':>8} {'peer_s':>8} {'acc':>7} {'round_s':>8}")
         for r in scenario["modes"]:
             print(f"{r['mode']:8} {r['wall_s']:8.2f} {r['train_s']:8.2f} "

@@ -70,3 +70,9 @@ def test_only_the_target_rows_of_a_moving_straggler_run_every_target_seed():
     assert bench.seeds_for("ssp2", "fixed", None, targets) == [4]
     assert bench.seeds_for("backup", "moving", None, targets) == [4]
     assert bench.seeds_for("async", "moving", [1, 2], targets) == [1, 2]  # --seeds: every row
+
+
+def test_every_straggler_runs_on_every_topology_but_fixed_on_the_first_only():
+    assert bench.scenarios(["full", "ring"], ["moving", "fixed"]) == [
+        ("full", "moving"), ("full", "fixed"), ("ring", "moving")]
+    assert bench.scenarios(["ring"], ["fixed", "cycle"]) == [("ring", "fixed"), ("ring", "cycle")]
