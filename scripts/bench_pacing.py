@@ -49,6 +49,9 @@ Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
   (per seed -0.42/+0.08/-0.21/-0.42/-0.58); against sync's seed 0, ssp1 1.82x -0.14, ssp4
   2.13x -0.62, async 2.30x -1.87; backup cuts the median round 7.7 % (moving) and 63.5 %
   (fixed); overlap ratio 1.058.
+- ``--quick`` (30 rounds, seed 0, 6 min): full SSP(2) 1.95x -0.47, backup -31.8 %; ring SSP(2)
+  1.48x -0.66, backup -18.6 % (its sync rounds are short already: 0.31 s against 0.77 on full);
+  overlap 1.049.
 - full, ``--modes sync,ssp2 --seeds 0,...,9``: 1.98x, -0.20 (per seed -0.36/+0.23/-0.36/-0.37/
   -0.40/+0.08/0.00/-0.66/-0.13/+0.01; sync itself spreads 0.851-0.857 over seeds). Seeds 0-4
   twice: -0.25 and -0.31, so the 5-seed mean itself moves by about 0.06. ``--weights age``:
