@@ -77,7 +77,10 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
     if first < rounds:  # a peer resumed after its last round has nobody to wait for
         peer.wait_for_neighbors()
     metrics: dict[str, Any] = {}
+    next_round = first  # a backup peer left behind may skip rounds (Peer._catch_up)
     for r in range(first, rounds):
+        if r < next_round:
+            continue
         losses = []
         result = None
         factor = emulation.step_factor(peer.id, r, peer.n_peers)
@@ -88,6 +91,7 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             if pad_s > 0:  # emulate a slower (or a fixed-speed) device
                 time.sleep(pad_s)
             result = peer.step()
+        next_round = r + 1 + len(result.get("skipped_rounds", ()))
         fields: dict[str, Any] = {**result, "loss": sum(losses) / len(losses),
                                   "clock": peer.clock, **peer.stats()}
         optimizer = getattr(task, "optimizer", None)
@@ -95,7 +99,7 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             fields["lr"] = float(optimizer.param_groups[0]["lr"])
         if first:
             fields["resumed_from"] = first - 1
-        if (r + 1) % cfg.eval_every_rounds == 0 or r == rounds - 1:
+        if (r + 1) % cfg.eval_every_rounds == 0 or next_round >= rounds:  # or the last run
             metrics = dict(task.evaluate())
             fields.update(metrics)
         peer.events.emit("round", **fields)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from gossipml.pacing import PaceView
+
 __all__ = ["Arrival", "Mailbox"]
 
 
@@ -111,6 +113,27 @@ class Mailbox:
                 if held is not None and held.round == round_:
                     self._s.models[sender] = Arrival(held.sender, held.round, held.params,
                                                      held.info, held.arrived_s, held.seq, True)
+
+    def pace_view(self, clock: int, since_s: float, expected: tuple[int, ...],
+                  known: tuple[int, ...], dead_after_s: float) -> PaceView:
+        """What a pacing policy sees at ``clock``, waiting since ``since_s``: held rounds (a
+        refused model counts as sent), known clocks, and the dead: those silent for
+        ``dead_after_s``, those that said goodbye, and ``known`` peers never heard from once
+        the wait has lasted that long."""
+        models, clocks, heard, done = self.snapshot()
+        refused = self.refused_rounds()
+        now = time.monotonic()
+        dead = {j for j, t in heard.items() if now - t > dead_after_s} | done
+        dead |= {j for j in known if j not in heard and now - since_s > dead_after_s}
+        return PaceView(
+            clock=clock, now_s=now, waiting_since_s=since_s, expected=tuple(expected),
+            arrived_rounds={**{j: a.round for j, a in models.items()},
+                            **{j: r_ for j, r_ in refused.items()
+                               if r_ > getattr(models.get(j), "round", -1)}},
+            known_clocks=clocks, dead=frozenset(dead),
+            merged=frozenset(j for j, a in models.items() if a.merged),
+            arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
+        )
 
     def snapshot(self) -> tuple[dict[int, Arrival], dict[int, int], dict[int, float], set[int]]:
         """A consistent copy of (models, clocks, last_heard_s, done)."""

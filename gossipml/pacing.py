@@ -13,6 +13,9 @@ a short poll passes, until ``proceed`` is true.
 - ``backup`` (backup workers, Chen et al., "Revisiting Distributed Synchronous SGD", 2016): go on
   when the first ``k`` of the ``d`` expected neighbours' round-``r`` models have arrived (by arrival
   order), merge only those ``k``; late ones are ignored for this round (partial aggregation).
+  With ``backup_catch_up`` a peer whose round the first ``k`` finished without it drops the rest
+  of that round (and any round they finished since), merges their newer models and joins their
+  round, as a backup worker restarts on the newest parameters instead of staying behind.
 
 A neighbour in ``view.dead`` never blocks; :class:`Liveness` decides who is dead from silence.
 :class:`Schedule` says at which local steps to push, pull and send heartbeats.
@@ -53,6 +56,8 @@ class PacingConfig:
     timeout_s: float = 10.0
     max_staleness: int = 2
     backup_k: int | None = None  # None: d - 1 of the d expected neighbours (at least 1)
+    # backup: a peer whose round the first k finished without it drops the rest and joins theirs
+    backup_catch_up: bool = False
     dead_after_s: float = 15.0
     heartbeat_interval_s: float = 1.0
     interval_steps: int = 1
@@ -82,7 +87,7 @@ class PacingConfig:
         if self.backup_k is not None and (not _is_int(self.backup_k) or self.backup_k < 1):
             raise ValueError(f"backup_k must be an integer >= 1 for pacing='backup' (or unset for "
                              f"d - 1), got {self.backup_k!r}")
-        for name in ("final_sync", "stale_correction"):
+        for name in ("final_sync", "stale_correction", "backup_catch_up"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.stale_window_rounds is not None and (
@@ -240,6 +245,7 @@ class BackupPacing:
 
     k: int | None = None
     timeout_s: float = 10.0
+    catch_up_enabled: bool = False
 
     def needed(self, d: int) -> int:
         """How many of ``d`` expected neighbours to wait for: k (capped at d), default d - 1."""
@@ -261,12 +267,29 @@ class BackupPacing:
             return _go(chosen, late, "timeout")
         return PaceDecision(False, (), tuple(sorted(live_absent)), "waiting")
 
+    def catch_up(self, view: PaceView) -> int | None:
+        """At clock c (during round c, or after a round with c the next): when k live expected
+        neighbours finished round c (they are at clocks > c: the first k go on without this
+        peer's model, which would only come late), the clock to jump to, the k-th highest of
+        theirs; else None. Backup workers restart on the newest parameters the same way
+        (``backup_catch_up``)."""
+        if not self.catch_up_enabled:
+            return None
+        # a held round-m model says its sender finished round m: it is at clock m + 1 at least
+        clocks = sorted((max(_or(view.known_clocks.get(j), -1),
+                             view.arrived_rounds.get(j, -2) + 1)
+                         for j in view.expected if j not in view.dead), reverse=True)
+        need = self.needed(len(view.expected))
+        if need == 0 or len(clocks) < need or clocks[need - 1] <= view.clock:
+            return None
+        return clocks[need - 1]
+
 
 _BUILDERS: dict[str, Callable[[PacingConfig], Pacing]] = {
     "sync": lambda c: SyncPacing(c.timeout_s),
     "async": lambda c: AsyncPacing(),
     "ssp": lambda c: SSPPacing(c.max_staleness, c.timeout_s),
-    "backup": lambda c: BackupPacing(c.backup_k, c.timeout_s),
+    "backup": lambda c: BackupPacing(c.backup_k, c.timeout_s, c.backup_catch_up),
 }
 
 

@@ -29,7 +29,7 @@ from gossipml.content import Inbound, Outbox
 from gossipml.events import EventLog
 from gossipml.inbox import PeerInbox
 from gossipml.mailbox import Mailbox
-from gossipml.merge import apply_aggregate, contributions
+from gossipml.merge import apply_aggregate, catch_up, contributions
 from gossipml.pacing import PaceView, Schedule, SyncPacing, build_pacing
 from gossipml.snapshot import SnapshotPool
 from gossipml.stale import StaleCorrection
@@ -203,6 +203,13 @@ class Peer:
         if self.schedule.should_pull(s):
             self._request_pull()
         if not boundary:
+            r = self.clock
+            skipped, merged, staleness = self._catch_up(self.pacing)
+            if skipped:  # the first k finished this round without us: drop the rest of it
+                self.local_steps -= s % self.interval_steps  # the next round gets full steps
+                return {"round": r, "merged": merged, "staleness": staleness, "missing": [],
+                        "wait_s": 0.0, "pace": "caught_up", "waited_for": [],
+                        "aborted": True, "skipped_rounds": skipped[1:]}
             if self.schedule.should_push(s):
                 self._publish(self.clock, self.topology.out_neighbors(self.id, self.clock))
             return None
@@ -217,6 +224,7 @@ class Peer:
         decision, wait_s = self._pace(r, pacing)
         merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
         self.clock += 1
+        skipped = self._catch_up(pacing)[0]
         clocks = self.mailbox.snapshot()[1]
         out = {"round": r, "merged": merged, "staleness": staleness,
                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
@@ -226,7 +234,12 @@ class Peer:
             out["view"] = sorted(self.swarm.live())
         if self._stale is not None:
             out["corrected"] = corrected
+        if skipped:
+            out["skipped_rounds"] = skipped
         return out
+
+    def _catch_up(self, pacing: Any) -> tuple[list[int], list[int], list[int]]:
+        return catch_up(self, pacing)
 
     def _publish(self, r: int, dests: tuple[int, ...]) -> None:
         if not dests:
@@ -252,23 +265,9 @@ class Peer:
         self.transport.submit(Outgoing((dest,), lambda: pack(msg)))
 
     def _view(self, r: int, since_s: float) -> PaceView:
-        models, clocks, heard, done = self.mailbox.snapshot()
-        refused = self.mailbox.refused_rounds()
-        now = time.monotonic()
-        dead_after = self.config.pacing.dead_after_s
-        dead = {j for j, t in heard.items() if now - t > dead_after} | done
         known = self._neighbor_ids if self.swarm is None else tuple(self.swarm.live())
-        dead |= {j for j in known if j not in heard and now - since_s > dead_after}
-        expected = tuple(j for j in self.topology.in_neighbors(self.id, r))
-        return PaceView(
-            clock=r, now_s=now, waiting_since_s=since_s, expected=expected,
-            arrived_rounds={**{j: a.round for j, a in models.items()},
-                            **{j: r_ for j, r_ in refused.items()
-                               if r_ > getattr(models.get(j), "round", -1)}},
-            known_clocks=clocks, dead=frozenset(dead),
-            merged=frozenset(j for j, a in models.items() if a.merged),
-            arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
-        )
+        return self.mailbox.pace_view(r, since_s, self.topology.in_neighbors(self.id, r), known,
+                                      self.config.pacing.dead_after_s)
 
     def _policy(self, r: int):
         if r == self.final_round and self.config.pacing.final_sync:

@@ -131,6 +131,23 @@ def test_backup_default_k_is_d_minus_one_and_dead_lower_the_bar():
     assert d == PaceDecision(True, (2,), (1, 3), "timeout")
 
 
+def test_backup_catch_up_skips_to_where_the_first_k_went_on():
+    # at clock 5 with k = 2 of 3: two neighbours at clocks 7 and 6 finished round 5 without us
+    on = build_pacing(PacingConfig(mode="backup", backup_k=2, backup_catch_up=True))
+    assert on.catch_up(view(clocks={1: 7, 2: 6, 3: 4})) == 6  # the 2nd highest: both are there
+    assert on.catch_up(view(clocks={1: 7, 2: 5, 3: 4})) is None  # only one went on
+    # a held round-m model means its sender finished round m: clock m + 1 at least
+    assert on.catch_up(view(arrived={1: 8, 2: 6}, clocks={1: 5})) == 7
+    assert on.catch_up(view(arrived={1: 5, 2: 5})) == 6  # both finished our round 5
+    assert on.catch_up(view(arrived={1: 5, 2: 4})) is None
+    assert on.catch_up(view(clocks={1: 9, 2: 9, 3: 9}, dead={1, 2})) is None  # dead don't count
+    assert on.catch_up(view(expected=(), clocks={})) is None
+    off = build_pacing(PacingConfig(mode="backup", backup_k=2))
+    assert off.catch_up(view(clocks={1: 7, 2: 6, 3: 4})) is None  # off by default
+    with pytest.raises(ValueError, match="backup_catch_up must be true or false"):
+        PacingConfig(mode="backup", backup_catch_up=1)
+
+
 @settings(max_examples=100, deadline=None)
 @given(clock=st.integers(0, 10), k=st.integers(1, 6),
        rounds=st.dictionaries(st.integers(1, 6), st.integers(0, 12), max_size=6),

@@ -146,6 +146,32 @@ def test_backup_merges_exactly_the_first_k(tmp_path):
     assert skipped_slow > 0  # the slow peer was the late one somewhere
 
 
+def test_backup_catch_up_skips_the_rounds_the_others_finished_without_the_slow_peer(tmp_path):
+    # Prepare: 5 peers, full topology, backup k = d - 1 = 3 of 4, peer 3 always 3x slower: the
+    # others never wait for it, so it falls a round behind again and again
+    cfg = _cfg(5, {"mode": "backup", "backup_catch_up": True}, rounds=16,
+               topology={"kind": "full"}, emulation={"step_time_s": 0.01})
+    # Execute
+    _run_ok(cfg, tmp_path)
+    # Assert: the slow peer dropped rounds the others had finished (mid-round, or whole rounds
+    # skipped); every round is either begun or skipped, never both, and the clock lands where
+    # the event says; the fast peers never drop anything
+    slow = _rounds(tmp_path, SLOW)
+    skipped = [r for e in slow for r in e.get("skipped_rounds", [])]
+    aborted = [e for e in slow if e.get("aborted")]
+    assert aborted or skipped, "the slow peer never caught up"
+    assert all(e["pace"] == "caught_up" and e["wait_s"] == 0.0 for e in aborted)
+    run = [e["round"] for e in slow]
+    assert sorted(run + skipped) == list(range(16))
+    for e in slow:
+        assert e["clock"] == e["round"] + 1 + len(e.get("skipped_rounds", []))
+    assert _final(tmp_path, SLOW)["clock"] == 16
+    for i in (0, 1, 2, 4):
+        assert not any(e.get("skipped_rounds") or e.get("aborted")
+                       for e in _rounds(tmp_path, i)), i
+        assert [e["round"] for e in _rounds(tmp_path, i)] == list(range(16))
+
+
 def _threads_run(out: Path, cfg: ExperimentConfig, rounds_of: dict[int, int] | None = None,
                  leave_early: frozenset[int] = frozenset()) -> dict[int, dict[str, Any]]:
     """Peers as threads over inproc://; ``rounds_of`` gives some fewer rounds. Every peer stays
