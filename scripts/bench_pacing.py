@@ -3,14 +3,17 @@ plus the overlap ratio (wall time per round with communication vs. the same step
 
     python scripts/bench_pacing.py [--quick] [--json] [--threads] [--seed N | --seeds 0,1,2]
         [--target-seeds K] [--out DIR] [--stragglers moving,fixed,cycle] [--modes sync,ssp2]
-        [--topology full,ring,exponential,torus] [--stale-correction] [--no-overlap]
+        [--topology full,ring,exponential,torus] [--no-stale-correction] [--no-overlap]
         [--rounds N] [--lr X] [--lr-schedule cosine] [--weights age] [--n-peers N]
 
-Every mode runs the same experiment: Fashion-MNIST iid, an mlp 64 wide, ``--n-peers`` (8), 10
-local steps a round, equal rounds (30 with --quick, else 100), one process per peer over tcp
-loopback (``--threads``: all in one process). Each local step lasts an emulated 25 ms times its
-factor (``[emulation] step_time_s``), so 8 peers on 2 cores are not CPU-bound and a slow peer
-slows the others only through the pacing. Straggler kinds, all 3x:
+Every mode runs the same experiment: Fashion-MNIST iid, an mlp 64 wide, SGD with momentum 0.9 at
+0.05 on a cosine schedule over the run (``--lr-schedule constant`` for a fixed rate), ``--n-peers``
+(8), 10 local steps a round, equal rounds (30 with --quick, else 100), one process per peer over
+tcp loopback (``--threads``: all in one process). The async and SSP rows merge stale models with
+``[pacing] stale_correction`` (``--no-stale-correction`` to merge them as they are). Each local
+step lasts an emulated 25 ms times its factor (``[emulation] step_time_s``), so 8 peers on 2
+cores are not CPU-bound and a slow peer slows the others only through the pacing. Straggler
+kinds, all 3x:
 
 - ``moving``: one peer per round, drawn from the seed (``straggler_factor``), the case SSP and
   backup peers are for;
@@ -27,9 +30,11 @@ a peer waits only for its two neighbours, so sync already hides much of a moving
 the schedule itself caps SSP(2) near 1.5x: with zero overhead (:func:`ideal_train_s`, reported
 as ``ssp2_ideal_speedup``), 100 rounds, seeds 0-4, SSP(2) is 1.97x faster than sync on full,
 1.51x on a ring, 1.56x on the exponential graph and 1.58x on the torus. Backup (k = d - 1) is
-the other way round: on a ring one of two neighbours suffices, while on full a straggler that
-fell behind stays behind (gossip has no server to restart it on the newest model, as backup
-workers are), so with a new straggler every round two peers lag and the round waits anyway.
+the other way round without ``backup_catch_up``: on a ring one of two neighbours suffices, while
+on full a straggler that fell behind stays behind, so with a new straggler every round two peers
+lag and the round waits anyway. The ``backup`` row therefore catches up (a peer whose round the
+first k finished without it drops the rest and joins theirs, as backup workers restart on the
+newest parameters); ``backup_plain`` (not run by default) does not.
 
 SSP rows use ``final_sync`` (a synchronous last round). Per mode: ``wall_s`` (start-up
 included), ``train_s`` (the slowest peer's time from its ``start`` to its ``final`` event),
@@ -45,6 +50,21 @@ kept in ``ssp2_per_seed``; every other row runs the first seed. Sync runs are de
 
 Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
 
+- full, moving, seeds 0-4, the defaults (cosine, stale correction): **1.98x, +0.09** (per seed
+  -0.12/+0.02/+0.31/+0.01/+0.23; sync 0.8508, SSP(2) 0.8517). Without the correction (cosine):
+  -0.41. The correction keeps the progress a stale merge would roll back; its cost, the own
+  recent SGD noise kept at full weight, fades as the rate anneals. At a constant rate it costs
+  more than it saves (-0.66 against -0.25 below). Sync at a constant rate ends at 0.8536, so
+  SSP(2) with the defaults is also within 0.19 points of the best sync measured.
+
+- full, moving, seed 0, backup against sync: with catch-up the median round is cut 62.9 %
+  (0.285 s against 0.766) and the run is 2.6x faster, 0.8528 accurate (sync 0.8519, cosine);
+  ``backup_plain`` cuts it by 7.7 % in one run and 36.5 % in another: its round times are
+  bimodal (a lagging peer or not), so their median jumps between the modes.
+
+The runs below are at a constant rate (``--lr-schedule constant``), without the correction unless
+said:
+
 - full, the default invocation on 2026-11-24 (then full only, 26 min): SSP(2) 1.977x, -0.31
   (per seed -0.42/+0.08/-0.21/-0.42/-0.58); against sync's seed 0, ssp1 1.82x -0.14, ssp4
   2.13x -0.62, async 2.30x -1.87; backup cuts the median round 7.7 % (moving) and 63.5 %
@@ -55,7 +75,7 @@ Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
 - full, ``--modes sync,ssp2 --seeds 0,...,9``: 1.98x, -0.20 (per seed -0.36/+0.23/-0.36/-0.37/
   -0.40/+0.08/0.00/-0.66/-0.13/+0.01; sync itself spreads 0.851-0.857 over seeds). Seeds 0-4
   twice: -0.25 and -0.31, so the 5-seed mean itself moves by about 0.06. ``--weights age``:
-  -0.28. ``--stale-correction``: -0.66 at 100 rounds, though with ``--quick`` (seeds 0-2) -0.23
+  -0.28. With the correction: -0.66 at 100 rounds, though with ``--quick`` (seeds 0-2) -0.23
   against -0.63 uncorrected: keeping the own progress since a stale model's round at full
   weight wins early and costs once SGD noise dominates.
 - ring, seeds 0-4 (the previous session, the same merge rule): 1.507x -0.26 (per seed
@@ -97,8 +117,12 @@ MODES: dict[str, dict[str, Any]] = {
     "ssp1": {"mode": "ssp", "max_staleness": 1, "final_sync": True},
     "ssp2": {"mode": "ssp", "max_staleness": 2, "final_sync": True},
     "ssp4": {"mode": "ssp", "max_staleness": 4, "final_sync": True},
-    "backup": {"mode": "backup"},  # backup_k unset: d - 1
+    # backup_k unset: d - 1; a peer left a round behind skips to where the others went on, as
+    # backup workers restart on the newest parameters (backup_plain: it never does)
+    "backup": {"mode": "backup", "backup_catch_up": True},
+    "backup_plain": {"mode": "backup"},
 }
+DEFAULT_MODES = ("sync", "async", "ssp1", "ssp2", "ssp4", "backup")
 
 
 #: Topologies the benchmark runs on: on ``full`` a synchronous round waits for the slowest peer;
@@ -135,8 +159,8 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
                 "deadline_s": 600, "seed": seed},
         "data": {"dataset": "fmnist", "partition": "iid"},
         "task": {"model": "mlp", "hidden": 64, "optimizer": "sgd", "lr": 0.05,
-                 "momentum": 0.9, "batch_size": 32, "eval_max_samples": 10000,
-                 **(task or {})},
+                 "lr_schedule": "cosine", "momentum": 0.9, "batch_size": 32,
+                 "eval_max_samples": 10000, **(task or {})},
         "topology": {"kind": topology, "weights": "metropolis"},
         "pacing": {"timeout_s": 30.0, "interval_steps": interval_steps, **pacing},
         "peer": {"rounds": rounds, "eval_every_rounds": rounds},
@@ -296,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stragglers", default=None,
                     help=f"comma list from {sorted(STRAGGLERS)} (default moving,fixed; moving "
                          "with --quick)")
-    ap.add_argument("--modes", default=",".join(MODES), help=f"comma list from {list(MODES)}")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help=f"comma list from {list(MODES)} (default {','.join(DEFAULT_MODES)})")
     ap.add_argument("--seed", type=int, default=0, help="run seed (data split, init, stragglers)")
     ap.add_argument("--seeds", default=None,
                     help="comma list of seeds: every mode runs once per seed and its row holds "
@@ -308,15 +333,16 @@ def main(argv: list[str] | None = None) -> int:
                          "(default 5, 1 with --quick); ignored with --seeds")
     ap.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
     ap.add_argument("--lr", type=float, default=None, help="override the learning rate")
-    ap.add_argument("--lr-schedule", default=None, help="override the lr schedule")
+    ap.add_argument("--lr-schedule", default=None,
+                    help="override the lr schedule (default cosine; constant: a fixed rate)")
     ap.add_argument("--weights", default=None,
                     help="[aggregation] weights (default uniform: 1/(d+1) each)")
     ap.add_argument("--topology", default="full,ring",
                     help=f"comma list from {list(TOPOLOGIES)}: every straggler kind but fixed "
                          "runs on each, fixed on the first (default full,ring: on full a sync "
                          "round waits for the slowest peer, on a ring for two neighbours)")
-    ap.add_argument("--stale-correction", action="store_true",
-                    help="[pacing] stale_correction on the async and SSP rows")
+    ap.add_argument("--stale-correction", action=argparse.BooleanOptionalAction, default=True,
+                    help="[pacing] stale_correction on the async and SSP rows (default on)")
     ap.add_argument("--no-overlap", action="store_true", help="skip the overlap pairs")
     ap.add_argument("--out", type=Path, default=None, help="keep run folders here")
     args = ap.parse_args(argv)
