@@ -74,7 +74,7 @@ class StaleCorrection:
                 out.append(c)
                 continue
             with torch.no_grad():
-                params = {k: (c.params[k].to(own[k].dtype) + own[k]) - past[k] for k in own}
+                params = {k: (c.params[k].to(own[k].dtype) + own[k]).sub_(past[k]) for k in own}
             out.append(dataclasses.replace(c, params=params))
             corrected.append(c.sender)
         self.corrected += len(corrected)
