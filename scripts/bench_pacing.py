@@ -62,8 +62,13 @@ Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
   ``backup_plain`` cuts it by 7.7 % in one run and 36.5 % in another: its round times are
   bimodal (a lagging peer or not), so their median jumps between the modes.
 
+- ``--quick --json`` with these defaults (30 rounds, seed 0, 5 min 51 s): full SSP(2) 1.95x
+  +0.18, backup -62.7 % (2.5x faster); ring SSP(2) 1.54x +0.23 (ideal 1.50x), backup -5.7 %
+  but 2.2x faster (most ring sync rounds do not wait: 0.27 s against 0.77 on full, so the median
+  round has no room where the total time does); overlap 1.049.
+
 The runs below are at a constant rate (``--lr-schedule constant``), without the correction unless
-said:
+said, and backup without catch-up:
 
 - full, the default invocation on 2026-11-24 (then full only, 26 min): SSP(2) 1.977x, -0.31
   (per seed -0.42/+0.08/-0.21/-0.42/-0.58); against sync's seed 0, ssp1 1.82x -0.14, ssp4
