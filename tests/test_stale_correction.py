@@ -76,7 +76,9 @@ class DriftTask:
     """Real SGD on loss = -sum(params) from zero: every step adds exactly LR to every parameter,
     so a peer's own progress after k steps is k * LR."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: threading.Event | None = None,
+                 after: threading.Event | None = None) -> None:
+        self.start, self.after = start, after  # set on the first step / wait for it first
         self.model = torch.nn.Linear(3, 2)
         with torch.no_grad():
             for p in self.model.parameters():
@@ -84,6 +86,10 @@ class DriftTask:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
 
     def train_step(self) -> float:
+        if self.after is not None:
+            assert self.after.wait(30), "the other peer never started"
+        if self.start is not None:
+            self.start.set()
         self.optimizer.zero_grad()
         loss = -sum(p.sum() for p in self.model.parameters())
         loss.backward()
@@ -96,9 +102,9 @@ class DriftTask:
 
 
 def _one_way_run(tmp_path: Path, correction: bool) -> tuple[dict[str, Any], list[dict]]:
-    """Peer 1 (3x slower) sends to peer 0 only, under SSP(2): peer 1 never merges, so its
-    round-m model is exactly its own progress; peer 0 merges peer 1's newest model, often
-    1 or 2 rounds old. Returns peer 0's final event and its round events."""
+    """Peer 1 (5x slower, so it never gets ahead) sends to peer 0 only, under SSP(2): peer 1
+    never merges, so its round-m model is exactly its own progress; peer 0 merges peer 1's
+    newest model, often 1 or 2 rounds old. Returns peer 0's final event and its round events."""
     from gossipml.peer import Peer
     import zmq
 
@@ -108,13 +114,14 @@ def _one_way_run(tmp_path: Path, correction: bool) -> tuple[dict[str, Any], list
         "topology": {"kind": "edges", "path": str(edges)},
         "pacing": {"mode": "ssp", "max_staleness": 2, "interval_steps": 2, "timeout_s": 10.0,
                    "stale_correction": correction},
-        "emulation": {"step_time_s": 0.01, "compute_slowdown": {"1": 3.0}},
+        "emulation": {"step_time_s": 0.01, "compute_slowdown": {"1": 5.0}},
         "peer": {"rounds": 15, "eval_every_rounds": 15},
     })
     addresses = {i: f"inproc://stale-{id(tmp_path)}-{correction}-{i}" for i in range(2)}
     ctx = zmq.Context()
     logs = {i: tmp_path / f"{correction}-{i}.jsonl" for i in range(2)}
-    tasks = [DriftTask() for _ in range(2)]
+    started = threading.Event()  # peer 1 starts after peer 0, so it is never ahead of it
+    tasks = [DriftTask(start=started), DriftTask(after=started)]
     peers = [Peer(tasks[i].model, cfg, id=i, peers=addresses, events_path=str(logs[i]),
                   context=ctx) for i in range(2)]
     errors: list[BaseException] = []
@@ -147,6 +154,7 @@ def test_ssp_with_correction_merges_stale_models_without_rolling_back(tmp_path):
     plain, plain_rounds = _one_way_run(tmp_path, correction=False)
     own_progress = 15 * 2 * LR  # peer 0's 30 local steps
     # Assert: stale models were merged in both runs, corrected only in the first
+    assert all(s >= 0 for e in fixed_rounds for s in e["staleness"]), "peer 1 got ahead"
     stale_merges = [e for e in fixed_rounds if any(s > 0 for s in e["staleness"])]
     assert stale_merges, "peer 0 never merged a stale model: slow peer 1 more"
     assert all(e["corrected"] == [1] for e in stale_merges)
