@@ -62,6 +62,10 @@ Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
   ``backup_plain`` cuts it by 7.7 % in one run and 36.5 % in another: its round times are
   bimodal (a lagging peer or not), so their median jumps between the modes.
 
+- ``--json --topology full --stragglers moving --no-overlap`` with these defaults (15.5 min):
+  SSP(2) 1.997x, -0.07 over 5 seeds (per seed -0.24/+0.05/+0.10/-0.18/-0.08); against sync's
+  seed 0, ssp1 1.82x -0.14, ssp4 2.11x +0.63, async 2.30x -0.50, backup 2.69x +0.15 with its
+  median round cut 63.0 %.
 - ``--quick --json`` with these defaults (30 rounds, seed 0, 5 min 51 s): full SSP(2) 1.95x
   +0.18, backup -62.7 % (2.5x faster); ring SSP(2) 1.54x +0.23 (ideal 1.50x), backup -5.7 %
   but 2.2x faster (most ring sync rounds do not wait: 0.27 s against 0.77 on full, so the median
