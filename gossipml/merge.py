@@ -57,12 +57,12 @@ def catch_up(peer: "Peer", pacing: Any) -> tuple[list[int], list[int], list[int]
     a round not begun), the senders merged and their staleness."""
     if not getattr(pacing, "catch_up_enabled", False):
         return [], [], []
-    target = pacing.catch_up(peer._view(peer.clock, time.monotonic()))
+    view = peer._view(peer.clock, time.monotonic())
+    target = pacing.catch_up(view)
     if target is None:
         return [], [], []
-    held = peer.mailbox.snapshot()[0]
     newer = tuple(j for j in peer.topology.in_neighbors(peer.id, target)
-                  if j in held and held[j].round >= peer.clock)
+                  if view.arrived_rounds.get(j, -1) >= peer.clock)
     merged, staleness, _ = peer._merge(newer, target - 1, take_newest=True)
     if peer.local_steps % peer.interval_steps:
         peer._publish(peer.clock, peer.topology.out_neighbors(peer.id, peer.clock))

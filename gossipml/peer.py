@@ -224,7 +224,7 @@ class Peer:
         decision, wait_s = self._pace(r, pacing)
         merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
         self.clock += 1
-        skipped = self._catch_up(pacing)[0]
+        skipped, caught_up_from, _ = self._catch_up(pacing)
         clocks = self.mailbox.snapshot()[1]
         out = {"round": r, "merged": merged, "staleness": staleness,
                "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
@@ -234,8 +234,8 @@ class Peer:
             out["view"] = sorted(self.swarm.live())
         if self._stale is not None:
             out["corrected"] = corrected
-        if skipped:
-            out["skipped_rounds"] = skipped
+        if skipped:  # and the senders whose newer models it merged to skip them
+            out.update(skipped_rounds=skipped, caught_up_from=caught_up_from)
         return out
 
     def _catch_up(self, pacing: Any) -> tuple[list[int], list[int], list[int]]:

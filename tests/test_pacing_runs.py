@@ -170,6 +170,8 @@ def test_backup_catch_up_skips_the_rounds_the_others_finished_without_the_slow_p
     assert sorted(run + skipped) == list(range(16))
     for e in slow:
         assert e["clock"] == e["round"] + 1 + len(e.get("skipped_rounds", []))
+        if e.get("skipped_rounds") and not e.get("aborted"):  # skipped at a round's end
+            assert e["caught_up_from"], e
     assert _final(tmp_path, SLOW)["clock"] == 16
     for i in (0, 1, 2, 4):
         assert drops(i) < drops(SLOW), (i, drops(i), drops(SLOW))
