@@ -14,7 +14,7 @@ import torch
 from gossipml.config import ExperimentConfig
 from gossipml.data import DataConfig
 from gossipml.peer import Peer
-from gossipml.runner import free_ports
+from gossipml.comm.addresses import free_ports
 from gossipml.tasks import TaskConfig, build_task
 
 

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from gossipml.config import load_experiment
-    from gossipml.runner import run_in_process, run_local
+    from gossipml.launch.local import run_in_process, run_local
 
     cfg = load_experiment(args.experiment)
     if args.peers is not None:
@@ -96,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cfg.run.mode == "threads":
         result = run_in_process(cfg, out, on_progress=progress)
     elif cfg.run.mode == "feature_split":
-        from gossipml.featuresplit_run import feature_split_run
+        from gossipml.featuresplit.run import feature_split_run
 
         result = feature_split_run(cfg, out)
     else:
@@ -161,7 +161,7 @@ def _peer_layout(args: argparse.Namespace) -> tuple[int, dict[int, str], str | N
     import os
 
     from gossipml.launch.static import static_layout
-    from gossipml.peersfile import load_peers
+    from gossipml.launch.peersfile import load_peers
 
     if args.peers is None:
         layout = static_layout(os.environ)
@@ -184,8 +184,8 @@ def _cmd_peer(args: argparse.Namespace) -> int:
 
     from gossipml.config import load_experiment
     from gossipml.peer import Peer
-    from gossipml.runner import task_aggregation_context
-    from gossipml.security import curve_for
+    from gossipml.launch.local import task_aggregation_context
+    from gossipml.comm.security import curve_for
     from gossipml.tasks import build_task
 
     peer_id, peers, bind, device = _peer_layout(args)
@@ -217,7 +217,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     from gossipml.launch.ssh import (build_ssh_commands, load_hosts, peer_entries_for_hosts,
                                      run_commands)
-    from gossipml.peersfile import write_peers
+    from gossipml.launch.peersfile import write_peers
 
     slots = load_hosts(args.hosts)
     write_peers(args.peers_file, peer_entries_for_hosts(slots, args.base_port))
@@ -239,7 +239,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _cmd_keys(args: argparse.Namespace) -> int:
     import shutil
 
-    from gossipml.security import ALLOWED_DIR, generate_keypair
+    from gossipml.comm.security import ALLOWED_DIR, generate_keypair
 
     folder = Path(args.dir)
     for name in args.names:

@@ -1,8 +1,7 @@
 """Experiment configuration: one frozen dataclass per part, composed and loaded from TOML.
 
 Each part's dataclass lives beside the part (``CodecConfig`` in :mod:`gossipml.codecs`, ...) and
-validates itself in ``__post_init__``. This module adds the runtime parts (``PeerConfig``,
-``TransportConfig``, ``RunConfig``) and :class:`ExperimentConfig`, which composes them and reads
+validates itself in ``__post_init__``. This module adds ``RunConfig`` and :class:`ExperimentConfig`, which composes them and reads
 the TOML tables ``[codec]``, ``[topology]``, ``[pacing]``, ``[aggregation]``, ``[data]``,
 ``[task]``, ``[peer]``, ``[transport]`` and ``[run]``.
 """
@@ -23,22 +22,49 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from gossipml.aggregation import AggregationConfig
 from gossipml.codecs import CodecConfig
 from gossipml.data import DataConfig
-from gossipml.emulation import LinkEmulation
-from gossipml.pacing import PacingConfig
-from gossipml.settings import ConfigError, PeerConfig, RunConfig, TransportConfig
+from gossipml.policies.emulation import LinkEmulation
+from gossipml.policies.pacing import PacingConfig
+from gossipml.comm.config import TransportConfig
+from gossipml.errors import ConfigError
+from gossipml.peer.config import PeerConfig
+from gossipml.policies.membership import MembershipConfig
+from gossipml.policies.topology import TopologyConfig
 from gossipml.tasks import TaskConfig
-from gossipml.swarm import MembershipConfig
-from gossipml.topology import TopologyConfig
 
 __all__ = [
     "ConfigError",
     "PeerConfig",
     "TransportConfig",
     "RunConfig",
+    "RUN_MODES",
     "ExperimentConfig",
     "load_experiment",
     "default_experiment_path",
 ]
+
+
+#: processes: one process per peer (tcp loopback); threads: peers sharing one process (inproc://);
+#: feature_split: a linear model split by feature columns, partial products exchanged per step.
+RUN_MODES = ("processes", "threads", "feature_split")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What ``gossipml run`` does on this machine."""
+
+    n_peers: int = 8
+    deadline_s: float = 300.0  # the whole run is stopped after this, peers killed
+    seed: int = 0
+    torch_threads: int = 1
+    mode: str = "processes"  # see RUN_MODES
+
+    def __post_init__(self) -> None:
+        if self.n_peers < 1:
+            raise ConfigError(f"[run] n_peers must be >= 1, got {self.n_peers}")
+        if self.deadline_s <= 0:
+            raise ConfigError("[run] deadline_s must be > 0")
+        if self.mode not in RUN_MODES:
+            raise ConfigError(f"[run] mode must be one of {list(RUN_MODES)}, got {self.mode!r}")
 
 
 _PARTS: dict[str, type] = {
@@ -120,10 +146,11 @@ def _build_part(key: str, part_cls: type, sub: Mapping[str, Any]) -> Any:
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in sub.items()}
     try:
         return part_cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[{key}] {exc}") from exc
+    except (TypeError, ValueError) as exc:  # ConfigError included: one "[table]" prefix each
+        message = str(exc)
+        prefix = f"[{key}]"
+        raise ConfigError(message if message.startswith(prefix) else f"{prefix} {message}") \
+            from None
 
 
 def _plain(value: Any) -> Any:

@@ -3,7 +3,7 @@ vs robust rules with one Byzantine peer.
 
     python scripts/bench_aggregation.py [--quick] [--json] [--only distill|byzantine] [--out DIR]
 
-Every run is a real gossipml run (``gossipml.runner.run_in_process``: all peers as threads of one
+Every run is a real gossipml run (``gossipml.launch.local.run_in_process``: all peers as threads of one
 process over ``inproc://``, the same Peer, wire format and aggregators as ``gossipml run``).
 
 Distill scenario (``distill-alpha0.1``, ``distill-alpha0.5``): Fashion-MNIST, 16 peers, Dirichlet
@@ -46,7 +46,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from gossipml import runner
+from gossipml.launch import local as runner
 from gossipml.config import ExperimentConfig
 from gossipml.data import load_dataset
 

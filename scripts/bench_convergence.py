@@ -125,7 +125,7 @@ def experiment(row: Row, preset: dict[str, Any], *, n_peers: int = 16, seed: int
 def run_config(row: Row, preset: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run one row; returns its summary fields (accuracy, bytes, wall time, failures)."""
     from gossipml.config import ExperimentConfig
-    from gossipml.runner import run_in_process, run_local
+    from gossipml.launch.local import run_in_process, run_local
 
     cfg = ExperimentConfig.from_dict(experiment(row, preset))
     runner = run_in_process if preset["mode"] == "threads" else run_local

@@ -108,9 +108,9 @@ from typing import Any
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.results import events_path
-from gossipml.runner import run_in_process, run_local
-from gossipml.topology import build_topology
+from gossipml.launch.results import events_path
+from gossipml.launch.local import run_in_process, run_local
+from gossipml.policies.topology import build_topology
 
 __all__ = ["pacing_config", "overlap_config", "run_mode", "ideal_train_s", "mean_row",
            "seeds_for", "scenarios", "main"]

@@ -113,13 +113,13 @@ def bench_gloo(nbytes: int, iters: int) -> float:
 
 # ---- gossipml ----------------------------------------------------------------------------------
 def _gml_receiver(port: int, sender_port: int, iters: int, shm: bool, q) -> None:
-    from gossipml.benchpath import receiver_loop
+    from benchpath import receiver_loop
 
     receiver_loop(port, sender_port, iters, shm, q)
 
 
 def bench_gossipml(nbytes: int, iters: int, shm: bool) -> float:
-    from gossipml.benchpath import sender_loop
+    from benchpath import sender_loop
 
     port, sender_port, q = _free_port(), _free_port(), mp.Queue()
     proc = mp.Process(target=_gml_receiver, args=(port, sender_port, iters, shm, q))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from gossipml.runner import free_ports
+from gossipml.comm.addresses import free_ports
 
 
 def loopback_peers(n: int) -> dict[int, str]:

@@ -102,7 +102,7 @@ def test_admm_default_surrogate_pulls_peers_together():
 def test_admm_state_survives_a_checkpoint_file(tmp_path, asynchronous):
     """A restarted ADMM peer goes on with the same duals (and, asynchronous, the same versions
     and histories): its next step equals the one the uninterrupted peer takes."""
-    from gossipml.checkpoint import load_checkpoint, save_checkpoint
+    from gossipml.peer.checkpoint import load_checkpoint, save_checkpoint
 
     # Prepare: two peers take a few ADMM steps together
     cfg = AggregationConfig(rule="admm", rho=1.0, asynchronous=asynchronous)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
-from gossipml import runner
+from gossipml.launch import local as runner
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.results import events_path
+from gossipml.launch.results import events_path
 
 ATTACKER = 2
 
@@ -130,7 +130,7 @@ def test_distill_uses_a_configured_unlabeled_public_set(tmp_path):
     """``[aggregation] public_samples`` hands every peer the same seeded unlabeled inputs."""
     from gossipml.config import ExperimentConfig
     from gossipml.data import DataConfig
-    from gossipml.runner import task_aggregation_context
+    from gossipml.launch.local import task_aggregation_context
     from gossipml.tasks import TaskConfig, build_task
 
     cfg = ExperimentConfig.from_dict({"aggregation": {"rule": "distill", "public_samples": 50}})

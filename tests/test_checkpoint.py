@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from gossipml.checkpoint import (CheckpointError, CheckpointManager, check_state, latest_checkpoint,
+from gossipml.peer.checkpoint import (CheckpointError, CheckpointManager, check_state, latest_checkpoint,
                                  load_checkpoint, remove_stale_temp_files, save_checkpoint)
 
 ELEMS = 1 << 19  # 2 MiB of float32: a write takes long enough to be killed in the middle

@@ -9,8 +9,8 @@ import pytest
 
 from gossipml.cli import main
 from gossipml.launch.static import slurm_tasks_per_node, static_layout
-from gossipml.peersfile import load_peers
-from gossipml.security import load_allowed_keys, load_keypair
+from gossipml.launch.peersfile import load_peers
+from gossipml.comm.security import load_allowed_keys, load_keypair
 
 
 def _slurm(procid: int, localid: int, node: str) -> dict[str, str]:

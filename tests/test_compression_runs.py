@@ -6,8 +6,8 @@ import pytest
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.results import events_path
-from gossipml.runner import run_in_process
+from gossipml.launch.results import events_path
+from gossipml.launch.local import run_in_process
 
 N_PEERS, ROUNDS = 4, 30
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gossipml.config import ConfigError, ExperimentConfig, load_experiment
-from gossipml.peersfile import PeerEntry, PeersFileError, load_peers, write_peers
+from gossipml.launch.peersfile import PeerEntry, PeersFileError, load_peers, write_peers
 
 ROOT = Path(__file__).resolve().parents[1]
 

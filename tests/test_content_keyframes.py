@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from gossipml.codecs import build_codec
-from gossipml.content import Inbound, Outbox
-from gossipml.settings import ConfigError, PeerConfig
+from gossipml.peer.stream import Inbound, Outbox
+from gossipml.errors import ConfigError
+from gossipml.peer.config import PeerConfig
 from gossipml.wire import unpack
 
 

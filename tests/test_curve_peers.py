@@ -12,8 +12,8 @@ import zmq
 from gossipml.cli import main
 from gossipml.config import ExperimentConfig
 from gossipml.peer import Peer
-from gossipml.security import CurveSetup, curve_for, load_keypair, load_public_key
-from gossipml.transport import routing_id
+from gossipml.comm.security import CurveSetup, curve_for, load_keypair, load_public_key
+from gossipml.comm.transport import routing_id
 from gossipml.wire import Message, pack
 from tests.helpers import loopback_peers, run_threads
 
@@ -93,12 +93,12 @@ def test_curve_peers_average_and_strangers_are_refused(tmp_path):
 
 
 def test_without_keys_the_peer_warns_once_and_runs_in_the_clear(caplog, monkeypatch):
-    from gossipml import security
+    from gossipml.comm import security
 
     monkeypatch.setattr(security, "_warned_pid", None)
     ctx = zmq.Context()
     try:
-        with caplog.at_level(logging.WARNING, logger="gossipml.security"):
+        with caplog.at_level(logging.WARNING, logger="gossipml.comm.security"):
             assert curve_for(_config(None), 0, ctx) is None
             assert curve_for(_config(None), 1, ctx) is None
     finally:

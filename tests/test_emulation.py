@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gossipml.emulation import LinkEmulation, LinkSpec, link_decision
+from gossipml.policies.emulation import LinkEmulation, LinkSpec, link_decision
 
 
 def test_inactive_links_never_drop_or_delay():

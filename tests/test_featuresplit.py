@@ -9,10 +9,10 @@ import torch
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.featuresplit import FeatureSplitPeer, PartialTimeout
-from gossipml.featuresplit_run import feature_split_run, run_feature_split
-from gossipml.results import events_path
-from gossipml.settings import TransportConfig
+from gossipml.featuresplit.peer import FeatureSplitPeer, PartialTimeout
+from gossipml.featuresplit.run import feature_split_run, run_feature_split
+from gossipml.launch.results import events_path
+from gossipml.comm.config import TransportConfig
 
 
 def _cfg(**tables) -> ExperimentConfig:

@@ -13,7 +13,7 @@ import pytest
 from gossipml.launch.env import detect_launch_env, expand_slurm_nodelist
 from gossipml.launch.ssh import (build_ssh_commands, load_hosts, parse_hosts,
                                  peer_entries_for_hosts, run_commands)
-from gossipml.peersfile import load_peers, write_peers
+from gossipml.launch.peersfile import load_peers, write_peers
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -9,8 +9,8 @@ import pytest
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.results import events_path
-from gossipml.runner import run_in_process
+from gossipml.launch.results import events_path
+from gossipml.launch.local import run_in_process
 from gossipml.tasks import TaskConfig, build_task
 from gossipml.tasks.optim import lr_factor
 from tests.test_resume import _run_pair

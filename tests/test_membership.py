@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from gossipml.membership import MAX_WIRE_ENTRIES, Membership, View, ViewEntry, parse_entries
+from gossipml.policies.membership import MAX_WIRE_ENTRIES, Membership, View, ViewEntry, parse_entries
 
 ROUND_S = 1.0
 

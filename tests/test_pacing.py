@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipml.pacing import (
+from gossipml.policies.pacing import (
     AsyncPacing, BackupPacing, Liveness, PaceDecision, PaceView, PacingConfig, Schedule,
     SSPPacing, SyncPacing, build_pacing,
 )

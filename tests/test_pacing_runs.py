@@ -14,9 +14,9 @@ import torch
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.pacing import Schedule
-from gossipml.results import events_path
-from gossipml.runner import run_in_process, run_local
+from gossipml.policies.pacing import Schedule
+from gossipml.launch.results import events_path
+from gossipml.launch.local import run_in_process, run_local
 
 SLOW = 3  # the peer slowed 3x in every run here
 

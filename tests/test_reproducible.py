@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gossipml.config import ExperimentConfig
-from gossipml.runner import run_in_process
+from gossipml.launch.local import run_in_process
 
 
 def _final_metrics(out: Path, seed: int) -> list[tuple]:

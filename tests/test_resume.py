@@ -8,7 +8,7 @@ import torch
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.loop import checkpoint_manager, restore
+from gossipml.peer.loop import checkpoint_manager, restore
 from gossipml.peer import Peer
 from tests.helpers import loopback_peers, run_threads
 
@@ -73,7 +73,7 @@ def test_restore_puts_back_model_optimizer_and_clock(tmp_path):
     peer = Peer(task.model, cfg, id=0, peers=loopback_peers(2))  # never started: no sockets used
     try:
         peer.clock, peer.local_steps = 6, 12
-        from gossipml.loop import checkpoint_state
+        from gossipml.peer.loop import checkpoint_state
 
         checkpoint_manager(peer).save(6, checkpoint_state(peer, task, 5))
         fresh = _task(cfg, 1)  # another initialisation
@@ -136,7 +136,8 @@ def test_killed_peer_process_restarts_from_its_checkpoint(tmp_path):
     import time
 
     from gossipml.cli import main
-    from gossipml.runner import child_env, free_ports
+    from gossipml.comm.addresses import free_ports
+    from gossipml.launch.local import child_env
 
     assert main(["keys", str(tmp_path / "keys"), "peer-0", "peer-1", "--allow"]) == 0
     (tmp_path / "exp.toml").write_text(EXPERIMENT)
@@ -183,7 +184,7 @@ def test_killed_peer_process_restarts_from_its_checkpoint(tmp_path):
 
 def test_codec_state_survives_a_checkpoint(tmp_path):
     """CHOCO references, error-feedback residuals and stream positions come back on restore."""
-    from gossipml.checkpoint import load_checkpoint, save_checkpoint
+    from gossipml.peer.checkpoint import load_checkpoint, save_checkpoint
     from gossipml.config import ExperimentConfig
 
     cfg = ExperimentConfig.from_dict({"codec": {"spec": "topk:0.5+delta"},
@@ -218,7 +219,7 @@ def test_codec_state_survives_a_checkpoint(tmp_path):
 def test_ensemble_models_survive_a_checkpoint(tmp_path):
     """An output-averaging peer's kept neighbour models come back on restore, so a resumed peer
     predicts with the same ensemble before its neighbours have sent again."""
-    from gossipml.checkpoint import load_checkpoint, save_checkpoint
+    from gossipml.peer.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = ExperimentConfig.from_dict({"aggregation": {"rule": "output_average", "max_models": 4},
                                       "pacing": {"mode": "sync", "timeout_s": 5.0}})

@@ -11,8 +11,8 @@ import msgpack
 import pytest
 import zmq
 
-from gossipml import security
-from gossipml.security import (configure_curve_client, configure_curve_server, generate_keypair,
+from gossipml.comm import security
+from gossipml.comm.security import (configure_curve_client, configure_curve_server, generate_keypair,
                                load_allowed_keys, load_keypair, start_authenticator,
                                warn_plaintext_once)
 

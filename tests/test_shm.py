@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipml.shm import SHM_TAG, ShmError, ShmReader, ShmWriter, offload, release_token, resolve
+from gossipml.comm.shm import SHM_TAG, ShmError, ShmReader, ShmWriter, offload, release_token, resolve
 
 SHM_DIR = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(),

@@ -15,8 +15,8 @@ import torch
 from gossipml.aggregation.base import Contribution
 from gossipml.config import ConfigError, ExperimentConfig
 from gossipml.events import read_events
-from gossipml.pacing import PacingConfig
-from gossipml.stale import StaleCorrection
+from gossipml.policies.pacing import PacingConfig
+from gossipml.peer.stale import StaleCorrection
 
 LR = 0.125  # a power of two: every value below is exact in float32
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
-from gossipml.results import events_path
-from gossipml.runner import run_in_process
+from gossipml.launch.results import events_path
+from gossipml.launch.local import run_in_process
 
 
 def test_eight_logreg_peers_in_one_process_learn_digits(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipml.topology import (
+from gossipml.policies.topology import (
     TOPOLOGY_KINDS, TopologyConfig, build_topology, parse_edges, spectral_gap_of, torus_grid,
 )
 

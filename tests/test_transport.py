@@ -6,8 +6,8 @@ import threading
 import time
 
 
-from gossipml.settings import TransportConfig
-from gossipml.transport import Outgoing, Transport, parse_routing_id, routing_id
+from gossipml.comm.config import TransportConfig
+from gossipml.comm.transport import Outgoing, Transport, parse_routing_id, routing_id
 
 
 class Inbox:

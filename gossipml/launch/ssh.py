@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from gossipml.peersfile import PeerEntry
+from gossipml.launch.peersfile import PeerEntry
 
 __all__ = ["HostSlot", "SshCommand", "parse_hosts", "load_hosts", "peer_entries_for_hosts",
            "build_ssh_commands", "run_commands", "DEFAULT_SSH_OPTIONS"]

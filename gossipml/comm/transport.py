@@ -21,13 +21,13 @@ from typing import Callable, Mapping, Sequence
 
 import zmq
 
-from gossipml.emulation import LinkPolicy
-from gossipml.settings import TransportConfig
-from gossipml.shmpath import ShmOutbox
+from gossipml.policies.emulation import LinkPolicy
+from gossipml.comm.config import TransportConfig
+from gossipml.comm.shmpath import ShmOutbox
 
 __all__ = ["Transport", "TransportStats", "Outgoing", "routing_id", "parse_routing_id"]
 
-log = logging.getLogger("gossipml.transport")
+log = logging.getLogger("gossipml.comm.transport")
 
 #: Frames received from the network, as zmq.Frame objects (``frame.buffer`` is a memoryview).
 InboundHandler = Callable[[int | None, list], None]
@@ -87,7 +87,7 @@ class Transport:
         context: zmq.Context | None = None,
         link_policy: LinkPolicy | None = None,
         on_tick: Callable[[], None] | None = None,
-        curve: object | None = None,  # CURVE (gossipml.security): setup_server(router) before
+        curve: object | None = None,  # CURVE (gossipml.comm.security): setup_server(router) before
         # bind, setup_client(dealer, peer_id) before connect; None runs in the clear
         shm_dests: frozenset[int] = frozenset(),
     ) -> None:

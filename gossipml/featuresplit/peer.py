@@ -5,7 +5,7 @@ the matching columns ``W_p`` of the weight matrix ``W`` (outputs x features); pe
 bias ``b`` (unregularised). Per round every peer computes its partial product
 ``z_p = X[idx, block_p] @ W_p^T`` (+ ``b`` on peer 0), a ``[batch, outputs]`` tensor (the
 intermediate results, the second kind of content), sends it to every other peer as a wire message
-of kind ``"partial"`` through its own :class:`~gossipml.transport.Transport`, and sums all ``P`` of
+of kind ``"partial"`` through its own :class:`~gossipml.comm.transport.Transport`, and sums all ``P`` of
 them in peer-id order, so every peer holds the bit-identical margin ``z = X W^T + b`` and loss
 gradient ``G = dL/dz``. Each then updates only its own block: ``grad W_p = G^T X_p + lam W_p``.
 
@@ -37,14 +37,14 @@ import torch
 from gossipml.codecs import build_codec, decode_model, encode_model
 from gossipml.codecs.base import CodecError
 from gossipml.events import EventLog
-from gossipml.settings import TransportConfig
+from gossipml.comm.config import TransportConfig
 from gossipml.tasks import loss_function
-from gossipml.transport import Outgoing, Transport
+from gossipml.comm.transport import Outgoing, Transport
 from gossipml.wire import Message, WireError, pack, unpack
 
 __all__ = ["FeatureSplitPeer", "PartialTimeout", "objective", "smoothness", "train_peer"]
 
-log = logging.getLogger("gossipml.featuresplit")
+log = logging.getLogger("gossipml.featuresplit.peer")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -1,22 +1,12 @@
-"""Runtime settings that belong to no pure part: the peer loop, the transport and the run.
-
-Kept apart from :mod:`gossipml.config` so the transport can import its settings without pulling
-in every part; :mod:`gossipml.config` re-exports them.
-"""
+"""The ``[peer]`` table: how one peer runs its loop (rounds, exchanges, keyframes, checkpoints)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "PeerConfig", "TransportConfig", "RunConfig", "RUN_MODES"]
+from gossipml.errors import ConfigError
 
-#: processes: one process per peer (tcp loopback); threads: peers sharing one process (inproc://);
-#: feature_split: a linear model split by feature columns, partial products exchanged per step.
-RUN_MODES = ("processes", "threads", "feature_split")
-
-
-class ConfigError(ValueError):
-    """An experiment file or table is malformed; the message says what to change."""
+__all__ = ["PeerConfig"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +53,7 @@ class PeerConfig:
             raise ConfigError("[peer] checkpoint_every_rounds must be >= 0 (0 = never)")
         if self.checkpoint_every_rounds and not self.checkpoint_dir:
             raise ConfigError("[peer] checkpoint_every_rounds needs checkpoint_dir")
-        from gossipml.attacks import check_attack
+        from gossipml.policies.attacks import check_attack
 
         try:
             check_attack(self.attack)
@@ -72,47 +62,3 @@ class PeerConfig:
         if self.attackers and not self.attack:
             raise ConfigError("[peer] attackers are listed but no attack is set")
         object.__setattr__(self, "attackers", tuple(int(a) for a in self.attackers))
-
-
-@dataclass(frozen=True)
-class TransportConfig:
-    """Socket settings; every one is always applied (nothing blocks forever)."""
-
-    max_message_bytes: int = 1 << 30
-    send_hwm: int = 16
-    recv_hwm: int = 64
-    linger_s: float = 1.0
-    send_timeout_s: float = 1.0
-    poll_interval_s: float = 0.02
-    shm: bool = True  # same-host fast path: tensor bytes through shared memory
-    shm_min_bytes: int = 1 << 20
-    curve_keys_dir: str | None = None  # CURVE: this peer's keys and the allow-list live here
-
-    def __post_init__(self) -> None:
-        if self.max_message_bytes < 1024:
-            raise ConfigError("[transport] max_message_bytes must be >= 1024")
-        for name in ("send_hwm", "recv_hwm"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"[transport] {name} must be >= 1")
-        for name in ("linger_s", "send_timeout_s", "poll_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"[transport] {name} must be > 0")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What ``gossipml run`` does on this machine."""
-
-    n_peers: int = 8
-    deadline_s: float = 300.0  # the whole run is stopped after this, peers killed
-    seed: int = 0
-    torch_threads: int = 1
-    mode: str = "processes"  # see RUN_MODES
-
-    def __post_init__(self) -> None:
-        if self.n_peers < 1:
-            raise ConfigError(f"[run] n_peers must be >= 1, got {self.n_peers}")
-        if self.deadline_s <= 0:
-            raise ConfigError("[run] deadline_s must be > 0")
-        if self.mode not in RUN_MODES:
-            raise ConfigError(f"[run] mode must be one of {list(RUN_MODES)}, got {self.mode!r}")

@@ -1,4 +1,4 @@
-"""Running a feature-split experiment: one :class:`~gossipml.featuresplit.FeatureSplitPeer` per
+"""Running a feature-split experiment: one :class:`~gossipml.featuresplit.peer.FeatureSplitPeer` per
 block of feature columns, as threads of this process, and the single-machine reference solution
 it is checked against (``gossipml run`` with ``[run] mode = "feature_split"``)."""
 
@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gossipml.featuresplit import FeatureSplitPeer, objective, train_peer
+from gossipml.featuresplit.peer import FeatureSplitPeer, objective, train_peer
 from gossipml.tasks import loss_function
 
 __all__ = ["reference_solution", "run_feature_split", "feature_split_run"]
 
-log = logging.getLogger("gossipml.featuresplit")
+log = logging.getLogger("gossipml.featuresplit.peer")
 
 
 def reference_solution(x: torch.Tensor, y: torch.Tensor, outputs: int, model: str,
@@ -85,7 +85,7 @@ def run_feature_split(cfg: Any, out: Path, *, max_full_rounds: int = 5000,
     import zmq
 
     from gossipml.data import dataset_for, feature_blocks
-    from gossipml.results import events_path
+    from gossipml.launch.results import events_path
     from gossipml.tasks import LINEAR_MODELS
 
     if cfg.task.model not in LINEAR_MODELS:
@@ -151,8 +151,8 @@ def feature_split_run(cfg: Any, out: Path) -> Any:
     run folder's ``config.json`` and ``summary.json`` (standard summary plus the extras)."""
     import json
 
-    from gossipml.results import summarize, write_summary
-    from gossipml.runner import RunResult
+    from gossipml.launch.results import summarize, write_summary
+    from gossipml.launch.local import RunResult
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))

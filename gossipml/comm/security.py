@@ -37,7 +37,7 @@ __all__ = ["KeyPair", "generate_keypair", "load_keypair", "load_public_key", "lo
 ALLOWED_DIR = "allowed"
 
 _warned_pid: int | None = None
-log = logging.getLogger("gossipml.security")
+log = logging.getLogger("gossipml.comm.security")
 _warn_lock = threading.Lock()
 
 
@@ -112,7 +112,7 @@ class CountingAuthenticator(ThreadAuthenticator):
 
     def __init__(self, context: zmq.Context, allowed_keys: set[bytes],
                  log: logging.Logger | None = None) -> None:
-        super().__init__(context=context, log=log or logging.getLogger("gossipml.security"))
+        super().__init__(context=context, log=log or logging.getLogger("gossipml.comm.security"))
         self._count_lock = threading.Lock()
         self.accepted = 0
         self.refused = 0

@@ -1,7 +1,7 @@
 """A topology drawn from a live membership view: peers that know only a few seed addresses.
 
 ``[membership] enabled = true`` replaces the fixed graph of ``[topology]``: the peer keeps a
-Cyclon view (:mod:`gossipml.membership`), shuffles it with a random view member (or a seed) every
+Cyclon view (:mod:`gossipml.policies.membership`), shuffles it with a random view member (or a seed) every
 ``shuffle_interval_s``, and each round pushes its model to ``fanout`` peers sampled from the live
 view. A peer that falls silent leaves every view after ``dead_after_s``; a new or restarted peer
 joins through any seed. The membership state is shared by the training thread (sampling) and
@@ -12,43 +12,15 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from gossipml.membership import Membership
-from gossipml.transport import Outgoing, Transport
+from gossipml.policies.membership import Membership, MembershipConfig
+from gossipml.comm.transport import Outgoing, Transport
 from gossipml.wire import Message, pack
 
-__all__ = ["MembershipConfig", "SwarmTopology", "SwarmLink", "seed_dealers"]
-
-
-@dataclass(frozen=True)
-class MembershipConfig:
-    """The ``[membership]`` table: seeds and the peer-sampling protocol's sizes and times."""
-
-    enabled: bool = False
-    seeds: tuple[str, ...] = ()
-    view_size: int = 16
-    shuffle_size: int = 6
-    shuffle_interval_s: float = 0.5
-    dead_after_s: float = 10.0
-    fanout: int = 2  # peers each model is pushed to per round
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(str(s) for s in self.seeds))
-        if self.view_size < 1 or not 1 <= self.shuffle_size <= self.view_size + 1:
-            raise ValueError("[membership] needs view_size >= 1 and 1 <= shuffle_size <= "
-                             "view_size + 1")
-        if self.shuffle_interval_s <= 0 or self.dead_after_s <= self.shuffle_interval_s:
-            raise ValueError("[membership] needs shuffle_interval_s > 0 and dead_after_s well above "
-                             "it (e.g. 20x)")
-        if self.fanout < 1:
-            raise ValueError("[membership] fanout must be >= 1")
-        for s in self.seeds:
-            if "://" not in s:
-                raise ValueError(f"[membership] seed {s!r} is not an endpoint like tcp://host:5555")
+__all__ = ["SwarmTopology", "SwarmLink", "seed_dealers"]
 
 
 class SwarmTopology:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gossipml.aggregation.base import Contribution
-from gossipml.mailbox import Mailbox
+from gossipml.comm.mailbox import Mailbox
 
 if TYPE_CHECKING:
     from gossipml.peer import Peer

@@ -2,7 +2,7 @@
 
 Between two peers on one host (both addresses loopback, ``ipc://`` or the same host name), a
 message whose data frames add up to at least ``[transport] shm_min_bytes`` travels in the form of
-:func:`gossipml.shm.offload`: ``[SHM_TAG, header, msgpack(handle)]``, the data in a shared-memory
+:func:`gossipml.comm.shm.offload`: ``[SHM_TAG, header, msgpack(handle)]``, the data in a shared-memory
 segment (see ``docs/wire.md``). The receiver resolves the handle (every field checked), copies the
 buffers out, and sends the sender an ``ack`` whose ``info["shm_release"]`` frees the segment;
 :func:`gossipml.wire.unpack` then checks the message exactly as if it had come over the socket.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Sequence
 
-from gossipml.shm import ShmReader, ShmWriter, offload, offloaded_handle, release_token
+from gossipml.comm.shm import ShmReader, ShmWriter, offload, offloaded_handle, release_token
 
 __all__ = ["ShmOutbox", "ShmInbox", "same_host"]
 
@@ -80,7 +80,7 @@ class ShmInbox:
                 ) -> list[Any]:
         """Wire frames for ``unpack``: plain messages unchanged; an offloaded one as
         ``[header, *views into the segment]``, with ``release`` armed for when they are gone.
-        Raises :class:`gossipml.shm.ShmError` for a malformed or stale handle."""
+        Raises :class:`gossipml.comm.shm.ShmError` for a malformed or stale handle."""
         handle = offloaded_handle(frames)
         if handle is None:
             return list(frames)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from gossipml.pacing import PaceView
+from gossipml.policies.pacing import PaceView
 
 __all__ = ["Arrival", "Mailbox"]
 

@@ -64,7 +64,7 @@ class PacingConfig:
     push_every_steps: int | None = None  # None: every interval_steps
     pull_every_steps: int | None = None  # None: never pull (push-only gossip)
     final_sync: bool = False  # the last round waits for every live neighbour's last model
-    # merge a model k rounds old as its difference from our own round-k model (gossipml.stale),
+    # merge a model k rounds old as its difference from our own round-k model (gossipml.peer.stale),
     # keeping own models of the last stale_window_rounds rounds (None: max_staleness + 1 under
     # SSP, else 4)
     stale_correction: bool = False

@@ -29,7 +29,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-__all__ = ["ViewEntry", "View", "Membership", "parse_entries", "MAX_WIRE_ENTRIES",
+from gossipml.errors import ConfigError
+
+__all__ = ["MembershipConfig", "ViewEntry", "View", "Membership", "parse_entries", "MAX_WIRE_ENTRIES",
            "MAX_ADDRESS_CHARS"]
 
 #: The most entries one shuffle or reply may carry; longer lists are refused as hostile.
@@ -37,6 +39,33 @@ MAX_WIRE_ENTRIES = 256
 #: The longest address accepted from the network.
 MAX_ADDRESS_CHARS = 256
 _MAX_PEER_ID = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """The ``[membership]`` table: seeds and the peer-sampling protocol's sizes and times."""
+
+    enabled: bool = False
+    seeds: tuple[str, ...] = ()
+    view_size: int = 16
+    shuffle_size: int = 6
+    shuffle_interval_s: float = 0.5
+    dead_after_s: float = 10.0
+    fanout: int = 2  # peers each model is pushed to per round
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(str(s) for s in self.seeds))
+        if self.view_size < 1 or not 1 <= self.shuffle_size <= self.view_size + 1:
+            raise ConfigError("needs view_size >= 1 and 1 <= shuffle_size <= "
+                             "view_size + 1")
+        if self.shuffle_interval_s <= 0 or self.dead_after_s <= self.shuffle_interval_s:
+            raise ConfigError("needs shuffle_interval_s > 0 and dead_after_s well above "
+                             "it (e.g. 20x)")
+        if self.fanout < 1:
+            raise ConfigError("fanout must be >= 1")
+        for s in self.seeds:
+            if "://" not in s:
+                raise ConfigError(f"seed {s!r} is not an endpoint like tcp://host:5555")
 
 
 @dataclass(frozen=True)

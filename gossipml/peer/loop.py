@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gossipml.checkpoint import CheckpointManager
+    from gossipml.peer.checkpoint import CheckpointManager
     from gossipml.peer import Peer
 
 __all__ = ["run_task", "checkpoint_manager", "restore", "checkpoint_state"]
@@ -18,7 +18,7 @@ def checkpoint_manager(peer: "Peer") -> "CheckpointManager | None":
     cfg = peer.config.peer
     if not cfg.checkpoint_dir:
         return None
-    from gossipml.checkpoint import CheckpointManager
+    from gossipml.peer.checkpoint import CheckpointManager
 
     return CheckpointManager(Path(cfg.checkpoint_dir) / f"peer-{peer.id}",
                              max(cfg.checkpoint_every_rounds, 1))

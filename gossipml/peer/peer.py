@@ -21,27 +21,28 @@ from typing import Any, Mapping
 import torch
 import zmq
 
-from gossipml import commstate
+from gossipml.peer import commstate
 from gossipml.aggregation import build_aggregator
 from gossipml.codecs import build_codec
 from gossipml.config import ExperimentConfig
-from gossipml.content import Inbound, Outbox
+from gossipml.peer.stream import Inbound, Outbox
 from gossipml.events import EventLog
-from gossipml.inbox import PeerInbox
-from gossipml.mailbox import Mailbox
-from gossipml.merge import apply_aggregate, catch_up, contributions
-from gossipml.pacing import PaceView, Schedule, SyncPacing, build_pacing
-from gossipml.snapshot import SnapshotPool
-from gossipml.stale import StaleCorrection
-from gossipml.swarm import SwarmLink, SwarmTopology, seed_dealers
-from gossipml.topology import build_topology
-from gossipml.shmpath import ShmInbox, same_host
-from gossipml.transport import Outgoing, Transport
+from gossipml.peer.inbound import PeerInbox
+from gossipml.comm.mailbox import Mailbox
+from gossipml.peer.merge import apply_aggregate, catch_up, contributions
+from gossipml.policies.pacing import PaceView, Schedule, SyncPacing, build_pacing
+from gossipml.comm.snapshot import SnapshotPool
+from gossipml.peer.stale import StaleCorrection
+from gossipml.peer.swarm import SwarmLink, SwarmTopology, seed_dealers
+from gossipml.policies.topology import build_topology
+from gossipml.comm.shmpath import ShmInbox, same_host
+from gossipml.comm.addresses import bind_address
+from gossipml.comm.transport import Outgoing, Transport
 from gossipml.wire import Message, pack
 
-__all__ = ["Peer", "exchanged_state", "bind_address"]
+__all__ = ["Peer", "exchanged_state"]
 
-log = logging.getLogger("gossipml.peer")
+log = logging.getLogger("gossipml.peer.peer")
 
 
 def exchanged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -49,14 +50,6 @@ def exchanged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict(keep_vars=False).items()
             if torch.is_floating_point(v)}
 
-
-def bind_address(address: str) -> str:
-    """Where to bind for an advertised address: as given for IPs/localhost/ipc, ``*`` otherwise."""
-    if not address.startswith("tcp://"):
-        return address
-    host, _, port = address[len("tcp://"):].rpartition(":")
-    is_ip = host.replace(".", "").isdigit() or host.startswith("[") or host in ("localhost", "*")
-    return address if is_ip else f"tcp://*:{port}"
 
 
 class Peer:
@@ -190,7 +183,7 @@ class Peer:
     # ---- the training side --------------------------------------------------------------
     def run(self, task: Any, rounds: int | None = None) -> dict[str, Any]:
         """The whole loop for a task (``train_step()``, ``evaluate()``): see :func:`run_task`."""
-        from gossipml.loop import run_task
+        from gossipml.peer.loop import run_task
 
         return run_task(self, task, rounds)
 
@@ -365,7 +358,7 @@ class Peer:
 
     # ---- checkpointable state ---------------------------------------------------------
     def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """Codec and aggregation state for a checkpoint (see :mod:`gossipml.commstate`)."""
+        """Codec and aggregation state for a checkpoint (see :mod:`gossipml.peer.commstate`)."""
         return commstate.comm_state(self, timeout_s)
 
     def load_comm_state(self, state: Mapping[str, Any], timeout_s: float = 10.0) -> None:

@@ -1,8 +1,8 @@
 """The two ends of ``scripts/bench_wire.py``'s gossipml path, importable by spawned processes.
 
-Both ends run a real :class:`~gossipml.transport.Transport`. The sender packs an identity-coded
+Both ends run a real :class:`~gossipml.comm.transport.Transport`. The sender packs an identity-coded
 model with :mod:`gossipml.wire`; the receiver resolves the same-host form when it is used
-(:mod:`gossipml.shmpath`: read in place, the segment released when the model is dropped), runs ``unpack`` with every check and
+(:mod:`gossipml.comm.shmpath`: read in place, the segment released when the model is dropped), runs ``unpack`` with every check and
 ``decode_model``, touches the decoded tensor, and acknowledges, exactly as a peer does.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from gossipml.codecs import build_codec, decode_model, encode_model
-from gossipml.settings import TransportConfig
-from gossipml.shmpath import ShmInbox
-from gossipml.transport import Outgoing, Transport
+from gossipml.comm.config import TransportConfig
+from gossipml.comm.shmpath import ShmInbox
+from gossipml.comm.transport import Outgoing, Transport
 from gossipml.wire import Message, pack, unpack
 
 __all__ = ["sender_loop", "receiver_loop"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gossipml.comm.addresses import free_ports
 from gossipml.config import ExperimentConfig
 from gossipml.events import EventTail
-from gossipml.peersfile import PeerEntry, write_peers
-from gossipml.results import events_path, plot_accuracy, summarize, write_summary
+from gossipml.launch.peersfile import PeerEntry, write_peers
+from gossipml.launch.results import events_path, plot_accuracy, summarize, write_summary
 
 __all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "child_env",
            "task_aggregation_context"]
@@ -41,19 +41,6 @@ class RunResult:
         """True when every peer finished."""
         return not self.summary["failed_peers"]
 
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports free right now on ``host`` (held open together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def child_env(torch_threads: int) -> dict[str, str]:
@@ -250,7 +237,7 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
 
 
 def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:
-    from gossipml.topology import build_topology
+    from gossipml.policies.topology import build_topology
 
     gap = None
     if not cfg.membership.enabled:

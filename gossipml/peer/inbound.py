@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from gossipml.aggregation import check_model, reason_slug
 from gossipml.codecs import build_codec, encode_model
 from gossipml.codecs.base import CodecError
-from gossipml.content import DeltaGap
-from gossipml.shm import ShmError, offloaded_handle
-from gossipml.transport import Outgoing
+from gossipml.peer.stream import DeltaGap
+from gossipml.comm.shm import ShmError, offloaded_handle
+from gossipml.comm.transport import Outgoing
 from gossipml.wire import Message, WireError, pack, unpack
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from gossipml.attacks import apply_attack
+from gossipml.policies.attacks import apply_attack
 from gossipml.codecs import (Codec, CodecError, DeltaReceiver, DeltaSender, build_codec,
                              decode_model, encode_model)
 from gossipml.wire import Message, pack
