@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "gossipml"
+PKG = Path(__file__).resolve().parents[2] / "gossipml"
 PURE = ["ops", "codecs", "aggregation", "data", "tasks", "topology.py", "pacing.py", "wire.py",
         "emulation.py", "membership.py"]
 FORBIDDEN = {"zmq", "threading", "time"}

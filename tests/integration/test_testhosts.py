@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "testhosts.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "testhosts.sh"
 PREFIX = "gmlt"  # not the default "gml": a demo or integration set may be up at the same time
 ENV = {**os.environ, "TESTHOSTS_PREFIX": PREFIX}
 

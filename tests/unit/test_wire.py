@@ -17,7 +17,7 @@ from gossipml.codecs.base import Payload
 from gossipml.wire import (DTYPE_ITEMSIZE, KINDS, MAX_HEADER_BYTES, MAX_RANK, REASONS, WIRE_VERSION,
                            Message, WireError, dtype_itemsize, message_nbytes, pack, unpack)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),

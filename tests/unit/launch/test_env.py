@@ -15,7 +15,7 @@ from gossipml.launch.ssh import (build_ssh_commands, load_hosts, parse_hosts,
                                  peer_entries_for_hosts, run_commands)
 from gossipml.launch.peersfile import load_peers, write_peers
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 @pytest.mark.parametrize("text, hosts", [

@@ -9,7 +9,7 @@ import pytest
 from gossipml.config import ConfigError, ExperimentConfig, load_experiment
 from gossipml.launch.peersfile import PeerEntry, PeersFileError, load_peers, write_peers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_experiment_is_eight_peers_ring_digits():

@@ -13,7 +13,7 @@ from gossipml.launch.results import events_path
 from gossipml.launch.local import run_in_process
 from gossipml.tasks import TaskConfig, build_task
 from gossipml.tasks.optim import lr_factor
-from tests.test_resume import _run_pair
+from tests.integration.test_resume import _run_pair
 
 
 def test_factor_per_schedule() -> None:
@@ -90,7 +90,7 @@ def test_resumed_run_goes_on_with_the_schedule(tmp_path) -> None:
     ckpt, events = tmp_path / "ckpt", tmp_path / "events"
 
     def config(rounds: int) -> ExperimentConfig:
-        from tests.test_resume import _config
+        from tests.integration.test_resume import _config
 
         raw = _config(ckpt, rounds).to_dict()
         raw["task"].update(lr_schedule="linear", lr_min_factor=0.0)

@@ -14,7 +14,7 @@ from gossipml.policies.topology import (
     TOPOLOGY_KINDS, TopologyConfig, build_topology, parse_edges, spectral_gap_of, torus_grid,
 )
 
-EXAMPLE_EDGES = Path(__file__).resolve().parents[1] / "examples" / "edges_example.txt"
+EXAMPLE_EDGES = Path(__file__).resolve().parents[3] / "examples" / "edges_example.txt"
 GENERATED = [k for k in TOPOLOGY_KINDS if k != "edges"]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "bench_pacing", Path(__file__).resolve().parents[1] / "scripts" / "bench_pacing.py")
+    "bench_pacing", Path(__file__).resolve().parents[2] / "scripts" / "bench_pacing.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 

@@ -1,7 +1,7 @@
 """Same-host shared-memory path: bytes intact across two real (spawned) processes, segments reused
 until released, stale and hostile handles refused, and no /dev/shm entry left behind.
 
-``python tests/test_shm.py`` prints a throughput comparison (shm vs memcpy vs a pipe)."""
+``python tests/unit/comm/test_shm.py`` prints a throughput comparison (shm vs memcpy vs a pipe)."""
 
 from __future__ import annotations
 

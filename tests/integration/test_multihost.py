@@ -17,7 +17,7 @@ import pytest
 
 from gossipml.events import read_events
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "testhosts.sh"
 PREFIX = "gmlm"
 ENV = {**os.environ, "TESTHOSTS_PREFIX": PREFIX}
