@@ -11,7 +11,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
-__all__ = ["Model", "Contribution", "Aggregator"]
+__all__ = ["Model", "Contribution", "Aggregator", "Stateful"]
 
 Model = dict[str, torch.Tensor]
 
@@ -30,10 +30,26 @@ class Contribution:
 
 @runtime_checkable
 class Aggregator(Protocol):
-    """``aggregate(own, received, self_weight)`` returns the new own model."""
+    """``aggregate(own, received, self_weight, own_round=r)`` returns the new own model."""
 
     def aggregate(
-        self, own: Mapping[str, torch.Tensor], received: Sequence[Contribution], self_weight: float
+        self, own: Mapping[str, torch.Tensor], received: Sequence[Contribution], self_weight: float,
+        *, own_round: int | None = None,
     ) -> Model:
-        """Combine ``own`` (weight ``self_weight``) with ``received``; pure."""
+        """Combine ``own`` (weight ``self_weight``) with ``received`` at the peer's round
+        ``own_round`` (rules with per-round state, such as asynchronous ADMM, read it); pure."""
+        ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A part whose state must survive a restart (ADMM duals, an ensemble's kept models):
+    checkpoints call ``state_dict`` and give it back through ``load_state_dict``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain, checkpointable state (tensors, numbers, lists, dicts)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
         ...
