@@ -1,28 +1,39 @@
-"""Same-host fast path: tensor bytes through POSIX shared memory, only a small handle on the socket.
+"""Same-host fast path: tensor bytes through shared-memory files, only a small handle on the socket.
 
 A :class:`ShmWriter` (one per sender and destination, used by one thread) keeps a small pool of
-named segments. ``write(buffers)`` copies the buffers into a free segment (one memcpy; segments
-are reused, so their pages are faulted in once, not on every send) and returns a msgpack-able
-handle ``{"name", "gen", "offsets", "lengths"}`` to send instead of the data frames. The segment
-stays busy until the receiver's release token (``release_token(handle)``, carried back over the
-socket) comes back to ``writer.release``. When every segment is busy and the pool is full,
-``write`` raises ``ShmError("pool_full")``: send the frames over the socket instead.
+segments: files in a shared-memory directory (``/dev/shm`` unless told otherwise, see
+:func:`segment_dir`). ``write(buffers)`` copies the buffers into a free segment (one memcpy into a
+reused mapping) and returns a msgpack-able handle ``{"name", "gen", "size", "offsets",
+"lengths"}`` to send instead of the data frames. The segment stays busy until the receiver's
+release token (``release_token(handle)``) comes back to ``writer.release``, or until
+``release_timeout_s`` passes: then the writer unlinks it (``reclaim``), so a receiver that never
+answers cannot pin memory. Every refusal raises :class:`ShmError` with a ``reason`` slug; the
+reasons in :data:`FALLBACK_REASONS` mean "send the frames over the socket instead".
 
-A :class:`ShmReader` maps segments read-only (cached by name) and returns memoryviews into them
-(``read``: zero copy, release after use) or copies (``read_copy``: release right away). Handles
-come from the network, so every field is checked: the name must look like a gossipml segment
-(no other shared memory of the host can be opened), offsets and lengths must lie inside the
-segment, and the generation stamped in the segment's first bytes must match the handle's (a stale
-handle to a reused segment is refused). Failures raise :class:`ShmError` with a ``reason`` slug.
+What the writer guarantees (issue #15): a segment is created ``O_EXCL`` with mode 0600 (set again
+with ``fchmod``, so the umask cannot widen it), and its space is reserved with
+``posix_fallocate`` before it is mapped, so a full ``/dev/shm`` is an ``ENOSPC`` at creation
+(``no_space``: fall back), never a SIGBUS while writing into a sparse mapping.
 
-Framing for the socket: :func:`offload` turns packed wire frames into ``[SHM_TAG, header,
-msgpack(handle)]`` (or leaves them as they are when small or when no segment is free) and
-:func:`resolve` turns those back into ``[header, *views]`` for ``wire.unpack``; docs/wire.md has
-the envelope and the ``release`` message.
+What the receiver does: :class:`ShmReader` never maps a segment. It opens the file (``O_NOFOLLOW``,
+``O_NONBLOCK``), checks with ``fstat`` that it is a regular file owned by our uid with no group or
+other permission bits and exactly the handle's size, then copies the buffers out with
+``os.preadv`` into fresh memory it owns, checking the generation stamp before and after. A sender
+that truncates the file, or dies mid-write, yields a short read: a counted ``truncated`` error,
+never a signal. The copies are writable and ours, so the identity codec decodes them in place, and
+the segment is released as soon as the copy is done.
 
-Segment layout: bytes 0..7 ``b"GMLSHM01"``, 8..15 the generation (little-endian u64), data from
-byte 64, every buffer at a 64-byte aligned offset. Names are ``gml-<pid>-<counter>-<8 hex>``
-(the hex random per writer), never reused; ``close`` unlinks every segment the writer created.
+Why copy out rather than map a sealed memfd (zero copy): the receiver must not decode tensors
+from memory the sender can still write (a check-then-use race: NaN checks pass, then the bytes
+change), so a read-only mapping is copied by the codec anyway (``codecs/dense.py``: read-only
+buffers are copied). A copy is therefore paid either way; ``preadv`` pays it without any mapping,
+works wherever the files are (no ``/proc/<pid>/fd`` access, which fails across pid namespaces),
+and frees the segment at once instead of when the last tensor dies. Measured with
+``scripts/bench_wire.py`` on 64 MiB: see the commit message and docs/design-notes.md.
+
+Segment layout: bytes 0..7 ``b"GMLSHM01"``, 8..15 the generation (little-endian u64; 0 while a
+write is in progress), data from byte 64, every buffer at a 64-byte aligned offset. Names are
+``gml-<pid>-<counter>-<8 hex>`` (the hex random per writer), never reused.
 """
 
 from __future__ import annotations
@@ -30,16 +41,19 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from collections import OrderedDict
+import time
 from dataclasses import dataclass
-from multiprocessing import shared_memory
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import msgpack
+import numpy as np
+
+from gossipml.comm.shmfile import (SHM_DIR_ENV, ShmError, create_segment, open_segment,
+                                   read_exact, segment_dir)
 
 __all__ = ["ShmError", "ShmWriter", "ShmReader", "release_token", "offload", "resolve",
-           "offloaded_handle", "SHM_TAG",
-           "NAME_PATTERN"]
+           "envelope", "offloaded_handle", "create_segment", "open_segment", "segment_dir", "SHM_TAG",
+           "NAME_PATTERN", "FALLBACK_REASONS", "SHM_DIR_ENV"]
 
 MAGIC = b"GMLSHM01"
 HEADER_BYTES = 64
@@ -50,15 +64,9 @@ NAME_PATTERN = re.compile(r"gml-[0-9]{1,10}-[0-9]{1,12}-[0-9a-f]{8}")
 #: which never starts with this byte string).
 SHM_TAG = b"gml-shm1"
 MAX_HANDLE_BYTES = 1 << 20
-_HANDLE_KEYS = frozenset({"name", "gen", "offsets", "lengths"})
-
-
-class ShmError(ValueError):
-    """A shared-memory handle or release was refused, or the pool is full; ``reason`` is a slug."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+#: ShmError reasons from ``ShmWriter.write`` that mean: send this message over the socket.
+FALLBACK_REASONS = frozenset({"pool_full", "too_large", "no_space", "create_failed", "truncated"})
+_HANDLE_KEYS = frozenset({"name", "gen", "size", "offsets", "lengths"})
 
 
 def _align(n: int, to: int) -> int:
@@ -69,10 +77,10 @@ def _is_count(x: Any, hi: int) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= hi
 
 
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+def _check_name(name: Any, pattern: re.Pattern[str] = NAME_PATTERN) -> str:
+    if not isinstance(name, str) or pattern.fullmatch(name) is None:
         raise ShmError("bad_handle", f"segment name {name!r:.60} is not a gossipml segment "
-                       f"name ({NAME_PATTERN.pattern})")
+                       f"name ({pattern.pattern})")
     return name
 
 
@@ -88,26 +96,33 @@ def release_token(handle: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class _Segment:
-    shm: shared_memory.SharedMemory
+    fd: int
+    map: mmap.mmap
+    capacity: int
     gen: int = 0
     busy: bool = False
-
-    @property
-    def capacity(self) -> int:
-        return self.shm.size
+    sent_at: float = 0.0
 
 
 class ShmWriter:
     """A sender's pool of reusable shared-memory segments for one destination (one thread only)."""
 
     def __init__(self, *, min_segment_bytes: int = 1 << 20, max_segments: int = 4,
-                 max_segment_bytes: int = 1 << 36) -> None:
-        if not (min_segment_bytes >= 0 and max_segments >= 1 and max_segment_bytes > HEADER_BYTES):
-            raise ValueError("ShmWriter needs min_segment_bytes >= 0, max_segments >= 1 and "
-                             f"max_segment_bytes > {HEADER_BYTES}")
+                 max_segment_bytes: int = 1 << 36, release_timeout_s: float = 30.0,
+                 directory: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not (min_segment_bytes >= 0 and max_segments >= 1 and max_segment_bytes > HEADER_BYTES
+                and release_timeout_s > 0):
+            raise ValueError("ShmWriter needs min_segment_bytes >= 0, max_segments >= 1, "
+                             f"max_segment_bytes > {HEADER_BYTES} and release_timeout_s > 0")
         self.min_segment_bytes = min_segment_bytes
         self.max_segments = max_segments
         self.max_segment_bytes = max_segment_bytes
+        self.release_timeout_s = release_timeout_s
+        self.directory = segment_dir(directory)
+        self.expired = 0  # segments unlinked because no release came in time
+        self.released = 0
+        self._clock = clock
         self._tag = os.urandom(4).hex()
         self._counter = 0
         self._segments: dict[str, _Segment] = {}
@@ -124,28 +139,34 @@ class ShmWriter:
         return sum(s.busy for s in self._segments.values())
 
     def write(self, buffers: Iterable[Any]) -> dict[str, Any]:
-        """Copy ``buffers`` into a free segment and return its handle; ShmError('pool_full') when
-        every segment is busy and the pool is at ``max_segments``."""
+        """Copy ``buffers`` into a free segment and return its handle; ShmError with a reason in
+        FALLBACK_REASONS when the frames should go over the socket instead."""
         if self._closed:
             raise ShmError("closed", "this ShmWriter is closed; make a new one")
+        self.reclaim()
         views = [_bytes_of(b) for b in buffers]
         offsets, pos = [], HEADER_BYTES
         for v in views:
             offsets.append(pos)
             pos = _align(pos + v.nbytes, ALIGN_BYTES)
         seg = self._acquire(pos)
-        buf = seg.shm.buf
+        name = self._name_of(seg)
+        if os.fstat(seg.fd).st_size != seg.capacity:  # someone shrank it: writing would SIGBUS
+            self._drop(seg)
+            raise ShmError("truncated", f"segment {name} changed size under us; dropped it")
+        buf = seg.map
+        buf[8:16] = bytes(8)  # generation 0: a write is in progress
         for v, off in zip(views, offsets):
             buf[off:off + v.nbytes] = v
         seg.gen += 1
-        seg.busy = True
+        seg.busy, seg.sent_at = True, self._clock()
         buf[:16] = MAGIC + seg.gen.to_bytes(8, "little")
-        return {"name": seg.shm.name.lstrip("/"), "gen": seg.gen, "offsets": offsets,
+        return {"name": name, "gen": seg.gen, "size": seg.capacity, "offsets": offsets,
                 "lengths": [v.nbytes for v in views]}
 
     def release(self, handle_or_id: Any) -> bool:
         """Mark a segment free again from a handle or release token; False if unknown or stale
-        (already released, or a later write reused it). ShmError('bad_handle') if malformed."""
+        (already released, expired, or a later write reused it). ShmError if malformed."""
         if isinstance(handle_or_id, (tuple, list)) and len(handle_or_id) == 2:
             name, gen = handle_or_id
         elif isinstance(handle_or_id, Mapping):
@@ -160,7 +181,17 @@ class ShmWriter:
         if seg is None or not seg.busy or seg.gen != gen:
             return False
         seg.busy = False
+        self.released += 1
         return True
+
+    def reclaim(self) -> int:
+        """Unlink every segment busy for over ``release_timeout_s``; returns how many."""
+        deadline = self._clock() - self.release_timeout_s
+        old = [s for s in self._segments.values() if s.busy and s.sent_at < deadline]
+        for seg in old:
+            self._drop(seg)
+        self.expired += len(old)
+        return len(old)
 
     def _acquire(self, need: int) -> _Segment:
         """The smallest free segment of at least ``need`` bytes, growing the pool if needed."""
@@ -183,22 +214,34 @@ class ShmWriter:
             name = f"gml-{os.getpid()}-{self._counter}-{self._tag}"
             self._counter += 1
             try:
-                shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+                fd = create_segment(os.path.join(self.directory, name), size)
             except FileExistsError:
                 continue
-            seg = _Segment(shm)
+            try:
+                seg = _Segment(fd, mmap.mmap(fd, size), size)
+            except OSError as exc:
+                os.close(fd)
+                os.unlink(os.path.join(self.directory, name))
+                raise ShmError("create_failed", f"cannot map {name}: {exc.strerror}") from None
             self._segments[name] = seg
             return seg
-        raise ShmError("no_name", "could not find a free shared-memory name in 8 tries")
+        raise ShmError("create_failed", "could not find a free shared-memory name in 8 tries")
+
+    def _name_of(self, seg: _Segment) -> str:
+        return next(n for n, s in self._segments.items() if s is seg)
 
     def _drop(self, seg: _Segment) -> None:
-        name = seg.shm.name.lstrip("/")
+        name = self._name_of(seg)
         del self._segments[name]
-        seg.shm.close()
-        seg.shm.unlink()
+        seg.map.close()
+        os.close(seg.fd)
+        try:
+            os.unlink(os.path.join(self.directory, name))
+        except FileNotFoundError:
+            pass
 
     def close(self) -> None:
-        """Unmap and unlink every segment this writer created (readers' live maps stay valid)."""
+        """Unmap and unlink every segment this writer created (a reader mid-copy still finishes)."""
         for seg in list(self._segments.values()):
             self._drop(seg)
         self._closed = True
@@ -210,130 +253,75 @@ class ShmWriter:
         self.close()
 
 
-def _open_readonly(name: str, writable: bool = False) -> mmap.mmap:
-    """Map an existing segment read-only (or read-write, for a receiver that owns the segment
-    until it releases it) without registering it with multiprocessing's resource
-    tracker: on Python < 3.13 ``SharedMemory(name)`` registers every attach, and the tracker then
-    unlinks the writer's segment when the reader exits (bpo-38119; ``track=False`` in 3.13)."""
-    import _posixshmem  # the POSIX shm_open behind multiprocessing.shared_memory
+def _check_handle(handle: Any) -> tuple[str, int, int, list[tuple[int, int]]]:
+    """Validate an untrusted handle's fields: ``(name, gen, size, [(offset, length)])``."""
+    if not isinstance(handle, Mapping) or set(handle) != _HANDLE_KEYS:
+        raise ShmError("bad_handle", f"a handle is a map with keys {sorted(_HANDLE_KEYS)}, got "
+                       f"{handle!r:.80}")
+    name = _check_name(handle["name"])
+    gen, size, offsets, lengths = (handle[k] for k in ("gen", "size", "offsets", "lengths"))
+    if not _is_count(gen, 1 << 62) or gen == 0:
+        raise ShmError("bad_handle", f"generation must be an int >= 1, got {gen!r:.30}")
+    if not _is_count(size, 1 << 40) or size < HEADER_BYTES:
+        raise ShmError("bad_handle", f"size must be an int >= {HEADER_BYTES}, got {size!r:.30}")
+    if not (isinstance(offsets, (list, tuple)) and isinstance(lengths, (list, tuple))
+            and len(offsets) == len(lengths) <= MAX_BUFFERS):
+        raise ShmError("bad_handle", "offsets and lengths must be lists of one length "
+                       f"<= {MAX_BUFFERS}")
+    spans = []
+    for i, (off, n) in enumerate(zip(offsets, lengths)):
+        if not (_is_count(off, size) and _is_count(n, size) and off >= HEADER_BYTES
+                and off + n <= size):
+            raise ShmError("bad_handle", f"buffer {i} (offset {off!r:.20}, length {n!r:.20}) "
+                           f"is not inside segment {name} of {size} bytes")
+        spans.append((off, n))
+    return name, gen, size, spans
 
-    try:
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR if writable else os.O_RDONLY, 0)
-    except FileNotFoundError:
-        raise ShmError("no_segment", f"segment {name} does not exist on this host (the sender "
-                       "is elsewhere, or closed it); send the frames over the socket") from None
-    except OSError as exc:
-        raise ShmError("no_segment", f"cannot open segment {name}: {exc}") from None
-    try:
-        size = os.fstat(fd).st_size
-        if size < HEADER_BYTES:
-            raise ShmError("bad_handle", f"segment {name} has {size} bytes, too small")
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        return mmap.mmap(fd, size, prot=prot)
-    finally:
-        os.close(fd)
+
+def _check_gen(fd: int, name: str, gen: int) -> None:
+    head = os.pread(fd, 16, 0)
+    if len(head) < 16 or head[:8] != MAGIC:
+        raise ShmError("bad_handle", f"segment {name} does not start with {MAGIC!r}")
+    now = int.from_bytes(head[8:16], "little")
+    if now != gen:
+        raise ShmError("stale", f"segment {name} holds generation {now}, the handle says {gen}: "
+                       "it was released and rewritten (or is being written); drop this message")
 
 
 class ShmReader:
-    """A receiver's read-only view of senders' segments; checks every (untrusted) handle."""
+    """A receiver's checked reads of senders' segments: copies out, never maps."""
 
-    def __init__(self, *, max_open: int = 32, writable: bool = False) -> None:
-        if max_open < 1:
-            raise ValueError("ShmReader needs max_open >= 1")
-        self.max_open = max_open
-        self.writable = writable  # map read-write: views are the receiver's until it releases
-        self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
-        self._pinned: list[mmap.mmap] = []  # evicted while views were alive: closed later
+    def __init__(self, *, directory: str | None = None) -> None:
+        self.directory = segment_dir(directory)
 
-    def _map(self, name: str) -> mmap.mmap:
-        mm = self._maps.get(name)
-        if mm is not None:
-            self._maps.move_to_end(name)
-            return mm
-        mm = _open_readonly(name, self.writable)
-        self._maps[name] = mm
-        while len(self._maps) > self.max_open:
-            self._pinned.append(self._maps.popitem(last=False)[1])
-        self._close_unpinned()
-        return mm
+    def read_copy(self, handle: Any) -> list[np.ndarray]:
+        """Copies of the handle's buffers (writable uint8 arrays the caller owns), checked
+        unchanged after the copy: release the segment right away."""
+        name, gen, size, spans = _check_handle(handle)
+        fd = open_segment(self.directory, name, size)
+        try:
+            _check_gen(fd, name, gen)
+            out = [read_exact(fd, off, n, name) for off, n in spans]
+            _check_gen(fd, name, gen)  # rewritten while we copied (released too early)?
+            return out
+        finally:
+            os.close(fd)
 
-    def _close_unpinned(self) -> None:
-        still = []
-        for mm in self._pinned:
-            try:
-                mm.close()
-            except BufferError:  # a caller still holds a view into it
-                still.append(mm)
-        self._pinned = still
-
-    def _check(self, handle: Any) -> tuple[mmap.mmap, int, list[tuple[int, int]]]:
-        """Validate a handle against the mapped segment; returns (map, gen, [(offset, length)])."""
-        if not isinstance(handle, Mapping) or set(handle) != _HANDLE_KEYS:
-            raise ShmError("bad_handle", f"a handle is a map with keys {sorted(_HANDLE_KEYS)}, got "
-                           f"{handle!r:.80}")
-        name = _check_name(handle["name"])
-        gen, offsets, lengths = handle["gen"], handle["offsets"], handle["lengths"]
-        if not _is_count(gen, 1 << 62) or gen == 0:
-            raise ShmError("bad_handle", f"generation must be an int >= 1, got {gen!r:.30}")
-        if not (isinstance(offsets, (list, tuple)) and isinstance(lengths, (list, tuple))
-                and len(offsets) == len(lengths) <= MAX_BUFFERS):
-            raise ShmError("bad_handle", "offsets and lengths must be lists of one length "
-                           f"<= {MAX_BUFFERS}")
-        mm = self._map(name)
-        spans = []
-        for i, (off, n) in enumerate(zip(offsets, lengths)):
-            if not (_is_count(off, len(mm)) and _is_count(n, len(mm))
-                    and off >= HEADER_BYTES and off + n <= len(mm)):
-                raise ShmError("bad_handle", f"buffer {i} (offset {off!r:.20}, length {n!r:.20}) "
-                               f"is not inside segment {name} of {len(mm)} bytes")
-            spans.append((off, n))
-        self._check_gen(mm, name, gen)
-        return mm, gen, spans
-
-    @staticmethod
-    def _check_gen(mm: mmap.mmap, name: str, gen: int) -> None:
-        if mm[:8] != MAGIC:
-            raise ShmError("bad_handle", f"segment {name} does not start with {MAGIC!r}")
-        now = int.from_bytes(mm[8:16], "little")
-        if now != gen:
-            raise ShmError("stale", f"segment {name} holds generation {now}, the handle says "
-                           f"{gen}: it was released and rewritten; drop this message")
-
-    def read_arrays(self, handle: Any) -> tuple[Any, list[Any]]:
-        """``(base, views)``: a numpy array over the whole segment and a view of it per buffer
-        (no copy). The base stays alive while any view does, so a ``weakref.finalize`` on it
-        tells when the last view is gone: the moment to release the segment."""
-        import numpy as np
-
-        mm, _, spans = self._check(handle)
-        base = np.frombuffer(mm, dtype=np.uint8)
-        return base, [base[off:off + n] for off, n in spans]
-
-    def read(self, handle: Any) -> list[memoryview]:
-        """Read-only views of the handle's buffers in the segment (no copy); release after use."""
-        mm, _, spans = self._check(handle)
-        whole = memoryview(mm)
-        return [whole[off:off + n] for off, n in spans]
-
-    def read_copy(self, handle: Any) -> list[bytearray]:
-        """Copies of the handle's buffers, checked unchanged after the copy: release right away."""
-        mm, gen, spans = self._check(handle)
-        with memoryview(mm) as whole:
-            out = [bytearray(whole[off:off + n]) for off, n in spans]
-        self._check_gen(mm, handle["name"], gen)  # rewritten while copying (released too early)?
-        return out
+    read = read_copy  # the only way to read: a map of a sender's file could SIGBUS us
 
     def close(self) -> None:
-        """Unmap every segment (one with views still alive stays mapped until they are gone)."""
-        self._pinned += list(self._maps.values())
-        self._maps.clear()
-        self._close_unpinned()
+        """Nothing is held between reads; kept so owners can close every part alike."""
 
     def __enter__(self) -> ShmReader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def envelope(header: Any, handle: Mapping[str, Any]) -> list[Any]:
+    """The three frames of an offloaded message: ``[SHM_TAG, header, msgpack(handle)]``."""
+    return [SHM_TAG, header, msgpack.packb(dict(handle))]
 
 
 def offload(frames: Sequence[Any], writer: ShmWriter, *, min_bytes: int = 0) -> list[Any]:
@@ -345,10 +333,10 @@ def offload(frames: Sequence[Any], writer: ShmWriter, *, min_bytes: int = 0) -> 
     try:
         handle = writer.write(data)
     except ShmError as exc:
-        if exc.reason in ("pool_full", "too_large"):
+        if exc.reason in FALLBACK_REASONS:
             return list(frames)
         raise
-    return [SHM_TAG, frames[0], msgpack.packb(handle)]
+    return envelope(frames[0], handle)
 
 
 def _is_offloaded(frames: Sequence[Any]) -> bool:
@@ -376,9 +364,9 @@ def offloaded_handle(frames: Sequence[Any]) -> dict[str, Any] | None:
 
 def resolve(frames: Sequence[Any], reader: ShmReader) -> tuple[list[Any], dict[str, Any] | None]:
     """Received frames -> (wire frames for ``unpack``, the shm handle or None). An offloaded message
-    becomes ``[header, *views into the segment]``; send ``release_token(handle)`` back once the
-    views are no longer used. ShmError for a malformed or stale handle."""
+    becomes ``[header, *copies of its buffers]``; send ``release_token(handle)`` back at once.
+    ShmError for a malformed, foreign, truncated or stale segment."""
     handle = offloaded_handle(frames)
     if handle is None:
         return list(frames), None
-    return [frames[1], *reader.read(handle)], handle
+    return [frames[1], *reader.read_copy(handle)], handle

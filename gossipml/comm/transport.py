@@ -113,8 +113,7 @@ class Transport:
         self._delayed: list[tuple[float, int, int, Sequence[object]]] = []
         self._seq = itertools.count()
         self._link_counts: dict[int, int] = {}
-        self._shm_dests = shm_dests if config.shm else frozenset()
-        self._shm = ShmOutbox(config.shm_min_bytes) if self._shm_dests else None
+        self._shm = ShmOutbox(config.shm_min_bytes, dests=shm_dests) if config.shm else None
 
     # ---- public, any thread -------------------------------------------------------------
     @property
@@ -157,15 +156,27 @@ class Transport:
         thread, i.e. from the inbound handler)."""
         return self._shm is not None and self._shm.release(dest, token)
 
+    def enable_shm(self, dest: int) -> None:
+        """Send to ``dest`` through shared memory from now on (no-op with ``[transport] shm``
+        off); a confirmed probe (``shm_outbox.confirm``) does it on its own."""
+        if self._shm is not None:
+            self.call(lambda: self._shm.enable(dest))  # type: ignore[union-attr]
+
     @property
     def shm_dests(self) -> frozenset[int]:
         """Neighbours reached through shared memory (same host, and ``[transport] shm`` on)."""
-        return self._shm_dests
+        return self._shm.dests if self._shm is not None else frozenset()
 
     @property
     def shm_offloaded(self) -> int:
         """Messages sent through shared memory so far."""
         return self._shm.offloaded if self._shm is not None else 0
+
+    @property
+    def shm_outbox(self) -> ShmOutbox | None:
+        """The shared-memory sender side (None with shm off): ``counts[key]`` from any thread;
+        ``probe(dest)`` and ``confirm(dest, answer)`` on the communication thread only."""
+        return self._shm
 
     @property
     def alive(self) -> bool:
@@ -349,10 +360,8 @@ class Transport:
                 heapq.heappush(self._delayed, (time.monotonic() + delay_s, next(self._seq),
                                                dest, copies))
             else:
-                if self._shm is not None and dest in self._shm_dests:
-                    wire = self._shm.offload(dest, frames)  # big data: copied to shm right here
-                else:
-                    wire = frames
+                # big data for a same-host dest: copied to shm right here (else frames as is)
+                wire = self._shm.offload(dest, frames) if self._shm is not None else frames
                 tracker = self._send_now(dealers, dest, wire, nbytes)
                 if tracker is not None:
                     trackers.append(tracker)

@@ -1,5 +1,5 @@
 """Same-host shared-memory path: bytes intact across two real (spawned) processes, segments reused
-until released, stale and hostile handles refused, and no /dev/shm entry left behind.
+until released, stale, hostile and foreign segments refused, and no /dev/shm entry left behind.
 
 ``python tests/unit/comm/test_shm.py`` prints a throughput comparison (shm vs memcpy vs a pipe)."""
 
@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipml.comm.shm import SHM_TAG, ShmError, ShmReader, ShmWriter, offload, release_token, resolve
+from gossipml.comm.shm import (SHM_TAG, ShmError, ShmReader, ShmWriter, offload, release_token,
+                               resolve)
 
 SHM_DIR = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(),
@@ -34,7 +35,7 @@ def _digests(views) -> list[str]:
 
 def _child(inbox, outbox) -> None:
     """The receiving process: answers each command with what it read (or the ShmError reason)."""
-    reader = ShmReader(max_open=2)
+    reader = ShmReader()
     while True:
         cmd, *args = inbox.get()
         if cmd == "stop":
@@ -42,11 +43,7 @@ def _child(inbox, outbox) -> None:
             outbox.put("stopped")
             return
         try:
-            if cmd == "read":
-                views = reader.read(args[0])
-                outbox.put(("ok", _digests(views), release_token(args[0])))
-                del views
-            elif cmd == "read_copy":
+            if cmd in ("read", "read_copy"):
                 outbox.put(("ok", _digests(reader.read_copy(args[0])), release_token(args[0])))
             elif cmd == "model":  # the intended wiring: resolve, unpack, decode, release
                 from gossipml.codecs import decode_model
@@ -177,7 +174,7 @@ def test_offload_falls_back_to_plain_frames(no_leaks):
         assert writer.release(release_token(handle))
 
 
-# ---- hostile handles (same process) ------------------------------------------------------------
+# ---- hostile handles and foreign segments (same process) ----------------------------------------
 @pytest.fixture
 def one_segment(no_leaks):
     with ShmWriter(min_segment_bytes=0) as writer, ShmReader() as reader:
@@ -186,21 +183,32 @@ def one_segment(no_leaks):
 
 def test_hostile_handles_are_refused(one_segment):
     writer, reader, h = one_segment
-    size = os.stat(SHM_DIR / h["name"]).st_size
+    size = h["size"]
     bad = [None, [], {"name": h["name"]}, dict(h, extra=1), dict(h, name="../../etc/passwd"),
            dict(h, name="/gml-1-2-abcdef01"), dict(h, name="psm_123"), dict(h, gen=0),
            dict(h, gen=True), dict(h, gen=-1), dict(h, offsets=[0]), dict(h, offsets=[size]),
            dict(h, lengths=[size]), dict(h, offsets=[-64]), dict(h, lengths=[1.5]),
-           dict(h, offsets=[64, 64]), dict(h, offsets=64), dict(h, lengths=[True])]
+           dict(h, offsets=[64, 64]), dict(h, offsets=64), dict(h, lengths=[True]),
+           dict(h, size=-1), dict(h, size=8), dict(h, size="4096")]
     for handle in bad:
         with pytest.raises(ShmError) as e:
-            reader.read(handle)
+            reader.read_copy(handle)
         assert e.value.reason == "bad_handle", handle
+    with pytest.raises(ShmError) as e:  # a size that is not the file's: refused before reading
+        reader.read_copy(dict(h, size=size * 2, lengths=[size]))
+    assert e.value.reason == "truncated"
     for token in [None, 3, ("x", 1), {"name": h["name"], "gen": "1"}]:
         with pytest.raises(ShmError):
             writer.release(token)
     assert not writer.release({"name": "gml-1-2-abcdef01", "gen": 1})  # not ours: ignored
-    assert bytes(reader.read(h)[0]) == b"x" * 100
+    assert bytes(reader.read_copy(h)[0]) == b"x" * 100
+
+
+def test_copies_are_writable_and_ours(one_segment):
+    writer, reader, h = one_segment
+    (copy,) = reader.read_copy(h)
+    copy[:] = 7  # ours: writing does not touch the segment
+    assert not memoryview(copy).readonly and bytes(reader.read_copy(h)[0]) == b"x" * 100
 
 
 @settings(max_examples=80, deadline=None)
@@ -213,28 +221,96 @@ def test_any_handle_only_raises_shm_error(data):
             st.fixed_dictionaries({
                 "name": st.one_of(st.just(real["name"]), st.text(max_size=30)),
                 "gen": st.one_of(st.just(real["gen"]), ints),
+                "size": st.one_of(st.just(real["size"]), ints),
                 "offsets": st.one_of(st.lists(ints, max_size=3), ints),
                 "lengths": st.one_of(st.lists(ints, max_size=3), ints)}),
             st.dictionaries(st.text(max_size=8), ints, max_size=5), ints))
         try:
-            views = reader.read(handle)
+            copies = reader.read_copy(handle)
         except ShmError as exc:
-            assert exc.reason in {"bad_handle", "no_segment", "stale"}
+            assert exc.reason in {"bad_handle", "no_segment", "stale", "truncated"}
         else:
-            assert all(v.readonly for v in views)
-            del views
+            assert all(isinstance(c, np.ndarray) for c in copies)
 
 
-def test_reader_views_are_read_only_and_survive_eviction(no_leaks):
-    with ShmWriter(min_segment_bytes=0, max_segments=3) as writer:
-        reader = ShmReader(max_open=1)
-        handles = [writer.write([bytes([i]) * 64]) for i in range(3)]
-        views = [reader.read(h)[0] for h in handles]  # each read evicts the previous map
-        assert [bytes(v[:1]) for v in views] == [b"\0", b"\1", b"\2"]
-        with pytest.raises(TypeError):
-            views[0][0] = 5
-        del views
-        reader.close()
+def _plant(name: str, mode: int, uid: int | None = None, data: bytes = b"") -> Path:
+    path = SHM_DIR / name
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
+    os.write(fd, data)
+    os.fchmod(fd, mode)
+    if uid is not None:
+        os.fchown(fd, uid, -1)
+    os.close(fd)
+    return path
+
+
+@pytest.mark.parametrize("mode,uid,why", [(0o644, None, "mode 0644"), (0o600, 65534, "uid 65534")])
+def test_foreign_segments_are_refused(no_leaks, mode, uid, why):
+    if uid is not None and os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    handle = {"name": f"gml-{os.getpid()}-0-{os.urandom(4).hex()}", "gen": 1, "size": 4096,
+              "offsets": [64], "lengths": [8]}
+    head = b"GMLSHM01" + (1).to_bytes(8, "little")
+    path = _plant(handle["name"], mode, uid, head + bytes(4096 - len(head)))
+    try:
+        with pytest.raises(ShmError) as e:
+            ShmReader().read_copy(handle)
+        assert e.value.reason == "not_ours" and why.split()[-1] in str(e.value)
+    finally:
+        path.unlink()
+
+
+def test_fifo_and_symlink_are_refused_without_hanging(no_leaks, tmp_path):
+    fifo, link = (f"gml-{os.getpid()}-{i}-{os.urandom(4).hex()}" for i in (1, 2))
+    os.mkfifo(SHM_DIR / fifo, 0o600)
+    (tmp_path / "target").write_bytes(bytes(4096))
+    (SHM_DIR / link).symlink_to(tmp_path / "target")
+    try:
+        for name in (fifo, link):
+            with pytest.raises(ShmError) as e:
+                ShmReader().read_copy({"name": name, "gen": 1, "size": 4096, "offsets": [64],
+                                       "lengths": [8]})
+            assert e.value.reason == "not_ours", name
+    finally:
+        (SHM_DIR / fifo).unlink()
+        (SHM_DIR / link).unlink()
+
+
+def test_segments_are_0600_whatever_the_umask(no_leaks):
+    old = os.umask(0)
+    try:
+        with ShmWriter(min_segment_bytes=0) as writer:
+            h = writer.write([b"abc"])
+            st_ = os.stat(SHM_DIR / h["name"])
+            assert (st_.st_mode & 0o777, st_.st_uid) == (0o600, os.geteuid())
+    finally:
+        os.umask(old)
+
+
+# ---- expiry, the outbox and the probe handshake -------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_unreleased_segments_expire_and_are_unlinked(no_leaks):
+    clock = _Clock()
+    with ShmWriter(min_segment_bytes=0, max_segments=2, release_timeout_s=5.0,
+                   clock=clock) as writer:
+        h1, h2 = writer.write([b"a"]), writer.write([b"b"])
+        with pytest.raises(ShmError) as e:
+            writer.write([b"c"])
+        assert e.value.reason == "pool_full"
+        clock.now += 4.0
+        assert writer.reclaim() == 0 and writer.in_flight == 2
+        clock.now += 2.0
+        h3 = writer.write([b"c"])  # both expired: unlinked, a new segment made
+        assert writer.expired == 2 and writer.in_flight == 1
+        assert not {h1["name"], h2["name"]} & _gml_entries() and h3["name"] in _gml_entries()
+        assert not writer.release(release_token(h1))  # a late release of an expired one: ignored
 
 
 # ---- throughput (not a test) -------------------------------------------------------------------
@@ -250,11 +326,7 @@ def _bench_child(conn, mode: str) -> None:
             handle = conn.recv()
             if handle is None:
                 break
-            if mode == "shm_copy":
-                data = reader.read_copy(handle)[0]
-            else:  # zero copy: read the bytes where they lie
-                data = reader.read(handle)[0]
-                np.frombuffer(data, np.uint64).sum()
+            data = reader.read_copy(handle)[0]
             del data
             conn.send(release_token(handle))
     reader.close()
@@ -262,8 +334,8 @@ def _bench_child(conn, mode: str) -> None:
 
 def bench(mib: int = 64, iters: int = 10) -> dict[str, float]:
     """GB/s of a warm memcpy, of ShmWriter.write into a reused segment, and of a send-to-release
-    round trip between two processes: shm with the receiver reading in place (``shm_view``, it
-    sums the data) or copying out (``shm_copy``), against the bytes through a pipe."""
+    round trip between two processes: shm (the receiver copies out with preadv) against the
+    bytes through a pipe."""
     src = np.ones(mib << 20, dtype=np.uint8)
     dst = np.empty_like(src)
     out: dict[str, float] = {}
@@ -273,7 +345,7 @@ def bench(mib: int = 64, iters: int = 10) -> dict[str, float]:
         np.copyto(dst, src)
     out["memcpy_gbps"] = src.nbytes * iters / (time.perf_counter() - t0) / 1e9
     ctx = mp.get_context("spawn")
-    for mode in ("shm_view", "shm_copy", "pipe"):
+    for mode in ("shm_copy", "pipe"):
         a, b = ctx.Pipe()
         proc = ctx.Process(target=_bench_child, args=(b, mode))
         proc.start()
