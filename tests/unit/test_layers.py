@@ -212,6 +212,17 @@ def test_few_top_modules_and_no_long_module():
     assert not long, f"modules over {MAX_LINES} lines (split by concept): {long}"
 
 
+def test_readme_layout_names_every_module():
+    rows = {}
+    for line in (PKG.parent / "README.md").read_text().splitlines():
+        if line.startswith("| `gossipml/"):
+            folder = line.split("`")[1].rstrip("/").removeprefix("gossipml").lstrip("/")
+            rows[folder] = set(line.split("`")[1::2])
+    missing = [str(p.relative_to(PKG.parent)) for p in MODULES.values() if p.name != "__init__.py"
+               and p.name not in rows.get(str(p.parent.relative_to(PKG)).strip("."), set())]
+    assert not missing, f"name these in the README's Layout row of their folder: {missing}"
+
+
 def _write(root: Path, files: Mapping[str, str]) -> dict[str, Path]:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
