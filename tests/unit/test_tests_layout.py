@@ -11,7 +11,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def imports_of_tests(path: Path, local_names: set[str]) -> list[str]:
-    """The imports in ``path`` that reach another file under tests/ (``local_names``: their stems)."""
+    """The imports in ``path`` that reach another file under tests/ (``local_names``: stems)."""
     shown = path.relative_to(TESTS.parent) if path.is_relative_to(TESTS.parent) else path
     bad = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
