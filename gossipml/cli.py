@@ -96,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cfg.run.mode == "threads":
         result = run_in_process(cfg, out, on_progress=progress)
     elif cfg.run.mode == "feature_split":
-        from gossipml.featuresplit.run import feature_split_run
+        from gossipml.launch.local import feature_split_run
 
         result = feature_split_run(cfg, out)
     else:

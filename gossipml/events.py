@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EventLog", "EventTail", "read_events"]
+__all__ = ["EventLog", "EventTail", "read_events", "events_path"]
+
+
+def events_path(out_dir: str | Path, peer_id: int) -> Path:
+    """Where peer ``peer_id`` writes its JSONL events inside a run folder."""
+    return Path(out_dir) / "events" / f"peer-{peer_id}.jsonl"
 
 
 class EventLog:

@@ -16,7 +16,7 @@ import torch
 from gossipml.featuresplit.peer import FeatureSplitPeer, objective, train_peer
 from gossipml.tasks import loss_function
 
-__all__ = ["reference_solution", "run_feature_split", "feature_split_run"]
+__all__ = ["reference_solution", "run_feature_split"]
 
 log = logging.getLogger("gossipml.featuresplit.peer")
 
@@ -85,7 +85,7 @@ def run_feature_split(cfg: Any, out: Path, *, max_full_rounds: int = 5000,
     import zmq
 
     from gossipml.data import dataset_for, feature_blocks
-    from gossipml.launch.results import events_path
+    from gossipml.events import events_path
     from gossipml.tasks import LINEAR_MODELS
 
     if cfg.task.model not in LINEAR_MODELS:
@@ -145,22 +145,3 @@ def run_feature_split(cfg: Any, out: Path, *, max_full_rounds: int = 5000,
                             for i in range(n)])
     return extras
 
-
-def feature_split_run(cfg: Any, out: Path) -> Any:
-    """``gossipml run`` for ``[run] mode = "feature_split"``: :func:`run_feature_split`, then the
-    run folder's ``config.json`` and ``summary.json`` (standard summary plus the extras)."""
-    import json
-
-    from gossipml.launch.results import summarize, write_summary
-    from gossipml.launch.local import RunResult
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    t0 = time.monotonic()
-    extras = run_feature_split(cfg, out)
-    wall_s = time.monotonic() - t0
-    summary = summarize(out, cfg.run.n_peers, wall_s=wall_s, failed=extras["failed_peers"],
-                        extra={"experiment": cfg.name, "out_dir": str(out), **extras})
-    write_summary(out, summary)
-    failed = set(summary["failed_peers"])
-    return RunResult(out, summary, {i: int(i in failed) for i in range(cfg.run.n_peers)})

@@ -24,8 +24,8 @@ from gossipml.events import EventTail
 from gossipml.launch.peersfile import PeerEntry, write_peers
 from gossipml.launch.results import events_path, plot_accuracy, summarize, write_summary
 
-__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "child_env",
-           "task_aggregation_context"]
+__all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "feature_split_run",
+           "child_env", "task_aggregation_context"]
 
 
 @dataclass
@@ -234,6 +234,24 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers in one process, {cfg.topology.kind}")
     return RunResult(out, summary, {i: (1 if i in errors or i in hung else 0) for i in range(n)})
+
+
+def feature_split_run(cfg: ExperimentConfig, out: Path) -> RunResult:
+    """``gossipml run`` for ``[run] mode = "feature_split"``: the feature-split peers as threads
+    of this process, then the run folder's ``config.json`` and ``summary.json`` (standard summary
+    plus the extras of :func:`~gossipml.featuresplit.run.run_feature_split`)."""
+    from gossipml.featuresplit.run import run_feature_split
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    t0 = time.monotonic()
+    extras = run_feature_split(cfg, out)
+    wall_s = time.monotonic() - t0
+    summary = summarize(out, cfg.run.n_peers, wall_s=wall_s, failed=extras["failed_peers"],
+                        extra={"experiment": cfg.name, "out_dir": str(out), **extras})
+    write_summary(out, summary)
+    failed = set(summary["failed_peers"])
+    return RunResult(out, summary, {i: int(i in failed) for i in range(cfg.run.n_peers)})
 
 
 def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:

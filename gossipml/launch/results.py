@@ -7,14 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from gossipml.events import read_events
+from gossipml.events import events_path, read_events
 
 __all__ = ["summarize", "write_summary", "plot_accuracy", "events_path"]
-
-
-def events_path(out_dir: str | Path, peer_id: int) -> Path:
-    """Where peer ``peer_id`` writes its JSONL events inside a run folder."""
-    return Path(out_dir) / "events" / f"peer-{peer_id}.jsonl"
 
 
 def _peer_summary(peer_id: int, events: list[dict[str, Any]]) -> dict[str, Any]:

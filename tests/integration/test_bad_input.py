@@ -18,7 +18,6 @@ from gossipml.data import DataConfig
 from gossipml.peer import Peer, exchanged_state
 from gossipml.tasks import TaskConfig, build_task
 from gossipml.wire import Message, pack
-from tests.helpers import loopback_peers, run_threads
 
 
 def _valid_frames(model: torch.nn.Module, sender: int = 1) -> list[bytes]:
@@ -47,7 +46,7 @@ def _attacks(model: torch.nn.Module) -> dict[str, list[bytes]]:
     }
 
 
-def test_peer_rejects_each_bad_message_and_keeps_training():
+def test_peer_rejects_each_bad_message_and_keeps_training(loopback_peers, run_threads):
     addresses = loopback_peers(2)
     cfg = ExperimentConfig.from_dict({
         "pacing": {"mode": "sync", "timeout_s": 5.0, "interval_steps": 5},
@@ -92,7 +91,7 @@ def test_peer_rejects_each_bad_message_and_keeps_training():
     assert stats0["rejected"] == sum(rejected0.values())
 
 
-def test_nan_model_from_a_neighbour_is_rejected_and_not_merged():
+def test_nan_model_from_a_neighbour_is_rejected_and_not_merged(loopback_peers, run_threads):
     addresses = loopback_peers(2)
     cfg = ExperimentConfig.from_dict({"pacing": {"mode": "sync", "timeout_s": 5.0},
                                       "peer": {"startup_timeout_s": 10.0}})

@@ -15,7 +15,6 @@ from gossipml.peer import Peer
 from gossipml.comm.security import CurveSetup, curve_for, load_keypair, load_public_key
 from gossipml.comm.transport import routing_id
 from gossipml.wire import Message, pack
-from tests.helpers import loopback_peers, run_threads
 
 STRANGER = 7
 
@@ -52,7 +51,7 @@ def _stranger(keys_dir, server_port: int, stop_after_s: float) -> int:
     return sent
 
 
-def test_curve_peers_average_and_strangers_are_refused(tmp_path):
+def test_curve_peers_average_and_strangers_are_refused(tmp_path, loopback_peers, run_threads):
     keys_dir = tmp_path / "keys"
     assert main(["keys", str(keys_dir), "peer-0", "peer-1", "--allow"]) == 0
     assert main(["keys", str(keys_dir / "strangers"), "peer-7"]) == 0  # not allow-listed

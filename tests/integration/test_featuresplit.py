@@ -10,7 +10,8 @@ import torch
 from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
 from gossipml.featuresplit.peer import FeatureSplitPeer, PartialTimeout
-from gossipml.featuresplit.run import feature_split_run, run_feature_split
+from gossipml.featuresplit.run import run_feature_split
+from gossipml.launch.local import feature_split_run
 from gossipml.launch.results import events_path
 from gossipml.comm.config import TransportConfig
 

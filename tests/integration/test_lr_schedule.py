@@ -13,7 +13,6 @@ from gossipml.launch.results import events_path
 from gossipml.launch.local import run_in_process
 from gossipml.tasks import TaskConfig, build_task
 from gossipml.tasks.optim import lr_factor
-from tests.integration.test_resume import _run_pair
 
 
 def test_factor_per_schedule() -> None:
@@ -85,20 +84,18 @@ def test_run_logs_a_cosine_rate_over_the_whole_run(tmp_path) -> None:
         assert next(e for e in events if e["event"] == "final")["accuracy"] > 0.5
 
 
-def test_resumed_run_goes_on_with_the_schedule(tmp_path) -> None:
+def test_resumed_run_goes_on_with_the_schedule(tmp_path, pair_config, run_pair) -> None:
     # Prepare: the resume test's peer pair, with a linear schedule over its 9 rounds of 2 steps
     ckpt, events = tmp_path / "ckpt", tmp_path / "events"
 
     def config(rounds: int) -> ExperimentConfig:
-        from tests.integration.test_resume import _config
-
-        raw = _config(ckpt, rounds).to_dict()
+        raw = pair_config(ckpt, rounds).to_dict()
         raw["task"].update(lr_schedule="linear", lr_min_factor=0.0)
         return ExperimentConfig.from_dict(raw)
 
     # Execute: stop after 5 rounds (checkpoint after 4), restart for all 9
-    _run_pair(config(5), events)
-    _run_pair(config(9), events)
+    run_pair(config(5), events)
+    run_pair(config(9), events)
     # Assert: the resumed rounds take the rate of their place in a 9-round (18-step) run
     log = read_events(events / "peer-0.jsonl")
     resumed = next(k for k, e in enumerate(log) if e["event"] == "resumed")

@@ -6,7 +6,6 @@ import torch
 
 from gossipml.config import ExperimentConfig
 from gossipml.peer import Peer
-from tests.helpers import loopback_peers, run_threads
 
 
 def _config(**tables) -> ExperimentConfig:
@@ -16,7 +15,7 @@ def _config(**tables) -> ExperimentConfig:
     return ExperimentConfig.from_dict(base)
 
 
-def test_two_embedded_peers_average_their_parameters():
+def test_two_embedded_peers_average_their_parameters(loopback_peers, run_threads):
     torch.manual_seed(0)
     models = [torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)]
     with torch.no_grad():
@@ -40,7 +39,7 @@ def test_two_embedded_peers_average_their_parameters():
     assert s0["bytes_sent"] > 0 and s1["bytes_received"] > 0 and s0["rejected"] == 0
 
 
-def test_embedded_peers_training_on_digits_move_toward_each_other():
+def test_embedded_peers_training_on_digits_move_toward_each_other(loopback_peers, run_threads):
     from gossipml.data import DataConfig
     from gossipml.tasks import TaskConfig, build_task
 
@@ -66,7 +65,7 @@ def test_embedded_peers_training_on_digits_move_toward_each_other():
     assert all(f["accuracy"] > 0.8 for f in finals)
 
 
-def test_same_host_peers_move_big_models_through_shared_memory():
+def test_same_host_peers_move_big_models_through_shared_memory(loopback_peers, run_threads):
     models = [torch.nn.Linear(1024, 512), torch.nn.Linear(1024, 512)]  # 2 MiB of weights
     with torch.no_grad():
         models[0].weight.fill_(1.0)

@@ -10,47 +10,15 @@ from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
 from gossipml.peer.loop import checkpoint_manager, restore
 from gossipml.peer import Peer
-from tests.helpers import loopback_peers, run_threads
 
 
-def _config(ckpt_dir, rounds: int) -> ExperimentConfig:
-    return ExperimentConfig.from_dict({
-        "run": {"n_peers": 2, "seed": 3},
-        "data": {"dataset": "digits"},
-        "task": {"model": "logreg", "lr": 0.05, "momentum": 0.9, "batch_size": 32},
-        "pacing": {"mode": "sync", "timeout_s": 5.0, "interval_steps": 2},
-        "topology": {"kind": "ring"},
-        "transport": {"shm": False},
-        "peer": {"rounds": rounds, "eval_every_rounds": 2, "startup_timeout_s": 10.0,
-                 "checkpoint_dir": str(ckpt_dir), "checkpoint_every_rounds": 2}})
-
-
-def _task(cfg: ExperimentConfig, i: int):
-    from gossipml.tasks import build_task
-
-    torch.manual_seed(100 + i)
-    return build_task(cfg.task, cfg.data, i, cfg.run.n_peers, cfg.run.seed)
-
-
-def _run_pair(cfg: ExperimentConfig, events_dir) -> list[dict]:
-    addresses = loopback_peers(2)
-    tasks = [_task(cfg, i) for i in range(2)]
-
-    def peer_main(i: int):
-        with Peer(tasks[i].model, cfg, id=i, peers=addresses, num_samples=tasks[i].num_samples,
-                  events_path=str(events_dir / f"peer-{i}.jsonl")) as peer:
-            return peer.run(tasks[i])
-
-    return run_threads([lambda: peer_main(0), lambda: peer_main(1)], 120)
-
-
-def test_pair_stops_restarts_from_checkpoints_and_finishes(tmp_path):
+def test_pair_stops_restarts_from_checkpoints_and_finishes(tmp_path, pair_config, run_pair):
     ckpt, events = tmp_path / "ckpt", tmp_path / "events"
-    first = _run_pair(_config(ckpt, rounds=5), events)  # checkpoints after rounds 2 and 4
+    first = run_pair(pair_config(ckpt, rounds=5), events)  # checkpoints after rounds 2 and 4
     assert all(f["clock"] == 5 for f in first)
     assert sorted(p.name for p in (ckpt / "peer-1").iterdir()) == ["ckpt-00000002.pt",
                                                                      "ckpt-00000004.pt"]
-    finals = _run_pair(_config(ckpt, rounds=9), events)  # restart: same event files, appended
+    finals = run_pair(pair_config(ckpt, rounds=9), events)  # restart: same event files, appended
     for i, final in enumerate(finals):
         log = read_events(events / f"peer-{i}.jsonl")
         resumed = [e for e in log if e["event"] == "resumed"]
@@ -65,9 +33,10 @@ def test_pair_stops_restarts_from_checkpoints_and_finishes(tmp_path):
     assert sorted(p.name for p in (ckpt / "peer-0").iterdir())[-1] == "ckpt-00000008.pt"
 
 
-def test_restore_puts_back_model_optimizer_and_clock(tmp_path):
-    cfg = _config(tmp_path / "ckpt", rounds=4)
-    task = _task(cfg, 0)
+def test_restore_puts_back_model_optimizer_and_clock(tmp_path, pair_config, pair_task,
+                                                     loopback_peers):
+    cfg = pair_config(tmp_path / "ckpt", rounds=4)
+    task = pair_task(cfg, 0)
     for _ in range(3):
         task.train_step()
     peer = Peer(task.model, cfg, id=0, peers=loopback_peers(2))  # never started: no sockets used
@@ -76,7 +45,7 @@ def test_restore_puts_back_model_optimizer_and_clock(tmp_path):
         from gossipml.peer.loop import checkpoint_state
 
         checkpoint_manager(peer).save(6, checkpoint_state(peer, task, 5))
-        fresh = _task(cfg, 1)  # another initialisation
+        fresh = pair_task(cfg, 1)  # another initialisation
         assert not torch.equal(next(fresh.model.parameters()), next(task.model.parameters()))
         assert not fresh.optimizer.state_dict()["state"]
         other = Peer(fresh.model, cfg, id=0, peers=loopback_peers(2))
@@ -182,7 +151,7 @@ def test_killed_peer_process_restarts_from_its_checkpoint(tmp_path):
     assert finals[1]["clock"] == 80 and finals[1]["resumed_from"] == newest - 1
 
 
-def test_codec_state_survives_a_checkpoint(tmp_path):
+def test_codec_state_survives_a_checkpoint(tmp_path, loopback_peers, run_threads):
     """CHOCO references, error-feedback residuals and stream positions come back on restore."""
     from gossipml.peer.checkpoint import load_checkpoint, save_checkpoint
     from gossipml.config import ExperimentConfig
@@ -199,8 +168,6 @@ def test_codec_state_survives_a_checkpoint(tmp_path):
                 peer.step()
             return peer.comm_state()
 
-    from tests.helpers import run_threads
-
     state0, _ = run_threads([lambda: peer_main(0), lambda: peer_main(1)], 60)
     save_checkpoint(tmp_path / "c.pt", {"comm": state0})
     loaded = load_checkpoint(tmp_path / "c.pt")["comm"]
@@ -216,7 +183,7 @@ def test_codec_state_survives_a_checkpoint(tmp_path):
     fresh.events.close()
 
 
-def test_ensemble_models_survive_a_checkpoint(tmp_path):
+def test_ensemble_models_survive_a_checkpoint(tmp_path, loopback_peers, run_threads):
     """An output-averaging peer's kept neighbour models come back on restore, so a resumed peer
     predicts with the same ensemble before its neighbours have sent again."""
     from gossipml.peer.checkpoint import load_checkpoint, save_checkpoint

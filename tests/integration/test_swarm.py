@@ -11,7 +11,6 @@ from gossipml.config import ExperimentConfig
 from gossipml.data import DataConfig
 from gossipml.peer import Peer
 from gossipml.tasks import TaskConfig, build_task
-from tests.helpers import loopback_peers, run_threads
 
 
 def _swarm_config(seed_address: str) -> ExperimentConfig:
@@ -23,7 +22,7 @@ def _swarm_config(seed_address: str) -> ExperimentConfig:
     })
 
 
-def test_peers_with_one_seed_find_each_other_and_train():
+def test_peers_with_one_seed_find_each_other_and_train(loopback_peers, run_threads):
     n = 5
     addresses = loopback_peers(n)
     tasks = [build_task(TaskConfig(model="mlp", lr=0.05), DataConfig(dataset="digits"), i, n, 0)
@@ -53,7 +52,7 @@ def test_peers_with_one_seed_find_each_other_and_train():
         assert final["accuracy"] > 0.85 and stats["rejected"] == 0
 
 
-def test_a_silent_peer_leaves_the_views():
+def test_a_silent_peer_leaves_the_views(loopback_peers):
     n = 3
     addresses = loopback_peers(n)
     models = [torch.nn.Linear(4, 2) for _ in range(n)]
