@@ -52,7 +52,7 @@ class InboundSide:
         self.neighbor_ids = neighbor_ids  # who may pull (static topology)
         self.link = link
         self.shm_senders = shm_senders
-        self.clock = clock  # the round clock, read (never written) here
+        self.read_clock = clock  # the round clock, read (never written) here
         self._shm = ShmInbox()
         self.shm_bytes_received = 0  # payload bytes read in place from shared memory
         self.handlers: dict[str, Callable[[Message], None]] = {
@@ -124,11 +124,11 @@ class InboundSide:
         known = self.neighbor_ids if self.link is None else self.link.connected
         if msg.sender not in known:
             return self.reject(msg.sender, "unknown_sender", "pull from a non-neighbour")
-        self.outbound.answer_pull(msg.sender, self.clock())
+        self.outbound.answer_pull(msg.sender, self.read_clock())
 
     def on_view(self, msg: Message) -> None:
         """A membership shuffle or its reply (swarm peers only)."""
-        self.link.on_view(msg, self.clock())  # type: ignore[union-attr]
+        self.link.on_view(msg, self.read_clock())  # type: ignore[union-attr]
 
     def on_ack(self, msg: Message) -> None:
         """A neighbour copied our shared-memory segment out."""
