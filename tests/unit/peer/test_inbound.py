@@ -139,3 +139,26 @@ def test_a_handler_table_entry_that_raises_anything_is_contained(side):
     assert dict(side.rejections.counts) == {HANDLER_ERROR: 1}
     assert side.events.last["rejected"]["detail"] == "RuntimeError: broken handler for round 3"
     assert side.mailbox.at_round(1, 3) is not None
+
+
+def test_a_swarm_peer_routes_views_to_its_link_and_learns_senders():
+    from gossipml.peer.swarm import SwarmLink, SwarmTopology
+    from gossipml.policies.membership import MembershipConfig
+
+    side = Side()
+    swarm = SwarmTopology(MembershipConfig(enabled=True), 0, "memory://0", seed=1)
+    port = side.outbound.port
+    link = SwarmLink(swarm, port, 0, "memory://0", {}, side.rejections)
+    side.side = InboundSide(
+        0, mailbox=side.mailbox, decoder=Inbound(torch.device("cpu")),
+        rejections=side.rejections, outbound=side.outbound,
+        reference=exchanged_state(side.model), max_message_bytes=1 << 20, link=link,
+        clock=lambda: 7)
+    shuffle = Message(kind="view", sender=5, round=2,
+                      info={"entries": [[2, "memory://2", 0.0]], "reply": False,
+                            "address": "memory://5"})
+    side.send(5, shuffle)
+    assert set(swarm.live()) == {2, 5} and 5 in link.connected
+    assert [(m.kind, m.round, m.info["reply"]) for m in side.got[5]] == [("view", 7, True)]
+    side.send(5, Message(kind="view", sender=5, round=2, info={"entries": "junk"}))
+    assert dict(side.rejections.counts) == {"bad_view": 1}
