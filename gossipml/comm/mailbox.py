@@ -1,8 +1,11 @@
 """What a peer knows about its neighbours: their newest models, clocks and when it heard them.
 
-The communication thread writes (``put``, ``heard``); the training thread reads and waits. One
-lock and one condition guard everything; every wait has a timeout. Only the newest model per
-sender is kept, so memory is bounded by the number of neighbours, not by rounds.
+The communication thread writes (``put``, ``heard``, ``refused``); the training thread reads and
+waits. One lock and one condition guard everything; every wait has a timeout. Per sender it keeps
+its newest model and the models of its last ``rounds_kept`` rounds (so a synchronous round can
+merge a neighbour's round-``r`` model after a newer one arrived), so memory is bounded by the
+number of neighbours times ``rounds_kept``, not by the rounds run. Who counts as dead is
+:class:`~gossipml.policies.pacing.Liveness`'s decision, kept behind the same lock.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from gossipml.policies.pacing import PaceView
+from gossipml.policies.pacing import Liveness, PaceView
 
 __all__ = ["Arrival", "Mailbox"]
 
@@ -45,7 +48,8 @@ class _State:
 
 
 class Mailbox:
-    """Thread-safe newest-model-per-sender store with clocks, liveness and bounded waits."""
+    """Thread-safe store of neighbours' recent models, clocks, liveness, with bounded waits.
+    Owner: the peer; writer: the communication thread; readers: any thread."""
 
     def __init__(self, rounds_kept: int = 3) -> None:
         self.rounds_kept = rounds_kept
@@ -123,14 +127,19 @@ class Mailbox:
         models, clocks, heard, done = self.snapshot()
         refused = self.refused_rounds()
         now = time.monotonic()
-        dead = {j for j, t in heard.items() if now - t > dead_after_s} | done
-        dead |= {j for j in known if j not in heard and now - since_s > dead_after_s}
+        liveness = Liveness(dead_after_s)
+        for j, t in heard.items():
+            liveness.heard(j, t, done=j in done)
+        for j in known:  # never heard: silent since the wait began
+            if j not in heard:
+                liveness.heard(j, since_s)
+        dead = liveness.dead(now)
         return PaceView(
             clock=clock, now_s=now, waiting_since_s=since_s, expected=tuple(expected),
             arrived_rounds={**{j: a.round for j, a in models.items()},
                             **{j: r_ for j, r_ in refused.items()
                                if r_ > getattr(models.get(j), "round", -1)}},
-            known_clocks=clocks, dead=frozenset(dead),
+            known_clocks=clocks, dead=dead,
             merged=frozenset(j for j, a in models.items() if a.merged),
             arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
         )

@@ -11,8 +11,12 @@ __all__ = ["Peer", "exchanged_state"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from gossipml.peer import peer
+    if name == "Peer":
+        from gossipml.peer.peer import Peer
 
-        return getattr(peer, name)
+        return Peer
+    if name == "exchanged_state":
+        from gossipml.peer.exchanged import exchanged_state
+
+        return exchanged_state
     raise AttributeError(f"module 'gossipml.peer' has no attribute {name!r}")

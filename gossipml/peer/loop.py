@@ -4,16 +4,49 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+from gossipml.config import ExperimentConfig
+from gossipml.events import EventLog
 
 if TYPE_CHECKING:
     from gossipml.peer.checkpoint import CheckpointManager
-    from gossipml.peer import Peer
 
-__all__ = ["run_task", "checkpoint_manager", "restore", "checkpoint_state"]
+__all__ = ["run_task", "checkpoint_manager", "restore", "checkpoint_state", "Runnable"]
 
 
-def checkpoint_manager(peer: "Peer") -> "CheckpointManager | None":
+class Runnable(Protocol):
+    """What the loop uses of a peer (a :class:`~gossipml.peer.peer.Peer` is one): it reads the
+    clock and counters and changes them only through ``resume`` and ``set_final_round``."""
+
+    id: int
+    n_peers: int
+    config: ExperimentConfig
+    events: EventLog
+    interval_steps: int
+
+    @property
+    def clock(self) -> int: ...
+
+    @property
+    def local_steps(self) -> int: ...
+
+    def step(self) -> dict[str, Any] | None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def wait_for_neighbors(self, timeout_s: float | None = None) -> set[int]: ...
+
+    def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]: ...
+
+    def load_comm_state(self, state: Mapping[str, Any], timeout_s: float = 10.0) -> None: ...
+
+    def resume(self, clock: int, local_steps: int | None = None) -> None: ...
+
+    def set_final_round(self, r: int | None) -> None: ...
+
+
+def checkpoint_manager(peer: Runnable) -> "CheckpointManager | None":
     """The peer's checkpoints in ``<checkpoint_dir>/peer-<id>/``; None when not configured."""
     cfg = peer.config.peer
     if not cfg.checkpoint_dir:
@@ -24,7 +57,7 @@ def checkpoint_manager(peer: "Peer") -> "CheckpointManager | None":
                              max(cfg.checkpoint_every_rounds, 1))
 
 
-def checkpoint_state(peer: "Peer", task: Any, round_: int) -> dict[str, Any]:
+def checkpoint_state(peer: Runnable, task: Any, round_: int) -> dict[str, Any]:
     """What a checkpoint holds: model and optimizer state, the clock and the local step count."""
     state: dict[str, Any] = {"round": round_, "clock": peer.clock, "local_steps": peer.local_steps,
                              "model": task.model.state_dict(), "comm": peer.comm_state()}
@@ -34,7 +67,7 @@ def checkpoint_state(peer: "Peer", task: Any, round_: int) -> dict[str, Any]:
     return state
 
 
-def restore(peer: "Peer", task: Any, manager: "CheckpointManager") -> int | None:
+def restore(peer: Runnable, task: Any, manager: "CheckpointManager") -> int | None:
     """Load the newest checkpoint into the task and the peer; the round it was taken at, or None."""
     found = manager.load_latest()
     if found is None:
@@ -44,14 +77,14 @@ def restore(peer: "Peer", task: Any, manager: "CheckpointManager") -> int | None
     optimizer = getattr(task, "optimizer", None)
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
-    peer.clock = int(state["clock"])
     if state.get("comm") is not None:  # codec (EF residuals, CHOCO references), ADMM duals
         peer.load_comm_state(state["comm"])
-    peer.local_steps = int(state.get("local_steps", peer.clock * peer.interval_steps))
+    clock = int(state["clock"])
+    peer.resume(clock, int(state.get("local_steps", clock * peer.interval_steps)))
     return int(state["round"])
 
 
-def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, Any]:
+def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, Any]:
     """Run ``rounds`` rounds of ``interval_steps`` local steps each, exchanging after each round.
 
     Logs a ``round`` event per round (loss, bytes, merged senders and their staleness, waits) and
@@ -71,13 +104,13 @@ def run_task(peer: "Peer", task: Any, rounds: int | None = None) -> dict[str, An
             first = resumed + 1
             peer.events.emit("resumed", resumed_from=resumed, clock=peer.clock,
                              rounds_left=max(rounds - first, 0))
-    peer.final_round = rounds - 1
+    peer.set_final_round(rounds - 1)
     if hasattr(task, "set_horizon"):  # the lr schedule spans the whole run
         task.set_horizon(rounds * peer.interval_steps, peer.local_steps if first else None)
     if first < rounds:  # a peer resumed after its last round has nobody to wait for
         peer.wait_for_neighbors()
     metrics: dict[str, Any] = {}
-    next_round = first  # a backup peer left behind may skip rounds (Peer._catch_up)
+    next_round = first  # a backup peer left behind may skip rounds (Rounds.catch_up)
     for r in range(first, rounds):
         if r < next_round:
             continue

@@ -1,4 +1,4 @@
-"""One peer: a model, its neighbours, and the loop that trains, sends, waits and merges.
+"""One peer: a model, its neighbours, and the parts that train, send, receive and merge.
 
 Embed it in your own training loop::
 
@@ -8,52 +8,59 @@ Embed it in your own training loop::
             peer.step()  # every `peer.interval_steps` calls: send, wait per pacing, merge
 
 or hand it a task and let it run the whole loop: ``peer.run(task)``.
+
+The peer builds its parts and afterwards only calls their public methods: :class:`Rounds` (the
+training thread: steps, rounds, merges; the only writer of the clock), :class:`InboundSide` (the
+communication thread: checks and routes what arrives), :class:`Outbound` (pushes, pulls, pull
+answers), :class:`Rejections` (refusals by reason). It keeps the lifecycle and the heartbeats.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import zmq
 
-from gossipml.peer import commstate
 from gossipml.aggregation import build_aggregator
+from gossipml.aggregation.base import Stateful
 from gossipml.codecs import build_codec
-from gossipml.config import ExperimentConfig
-from gossipml.peer.stream import Inbound, Outbox
-from gossipml.events import EventLog
-from gossipml.peer.inbound import PeerInbox
-from gossipml.comm.mailbox import Mailbox
-from gossipml.peer.merge import apply_aggregate, catch_up, contributions
-from gossipml.policies.pacing import PaceView, Schedule, SyncPacing, build_pacing
-from gossipml.comm.snapshot import SnapshotPool
-from gossipml.peer.stale import StaleCorrection
-from gossipml.peer.swarm import SwarmLink, SwarmTopology, seed_dealers
-from gossipml.policies.topology import build_topology
-from gossipml.comm.shmpath import ShmInbox, same_host
 from gossipml.comm.addresses import bind_address
+from gossipml.comm.mailbox import Mailbox
+from gossipml.comm.port import Port, call_and_wait
+from gossipml.comm.shmpath import same_host
 from gossipml.comm.transport import Outgoing, Transport
+from gossipml.config import ExperimentConfig
+from gossipml.events import EventLog
+from gossipml.peer.exchanged import exchanged_state
+from gossipml.peer.inbound import InboundSide
+from gossipml.peer.loop import run_task
+from gossipml.peer.outbound import Outbound
+from gossipml.peer.rejections import Rejections
+from gossipml.peer.rounds import Rounds
+from gossipml.peer.stale import StaleCorrection
+from gossipml.peer.stream import Inbound, Outbox
+from gossipml.peer.swarm import SwarmLink, SwarmTopology, seed_dealers
+from gossipml.policies.pacing import Schedule, build_pacing
+from gossipml.policies.topology import build_topology
 from gossipml.wire import Message, pack
 
 __all__ = ["Peer", "exchanged_state"]
 
 log = logging.getLogger("gossipml.peer.peer")
 
-
-def exchanged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a peer exchanges: every floating-point entry of the model's state dict."""
-    return {k: v for k, v in model.state_dict(keep_vars=False).items()
-            if torch.is_floating_point(v)}
-
+STARTUP_HEARTBEAT_S = 0.1  # until every neighbour is heard both ways, beat at least this often
 
 
 class Peer:
-    """A gossip-learning peer: owns a transport, a mailbox and the policies of its config."""
+    """A gossip-learning peer: owns a transport, a mailbox, the policies of its config and the
+    parts built from them. Heartbeat state (``heartbeats_sent``) is written on the
+    communication thread."""
 
     def __init__(
         self,
@@ -68,9 +75,9 @@ class Peer:
         context: zmq.Context | None = None,
         aggregation_context: Mapping[str, Any] | None = None,
         curve: Any | None = None,
+        transport_factory: Callable[..., Port] = Transport,
     ) -> None:
-        self.config = config or ExperimentConfig()
-        cfg = self.config
+        self.config = cfg = config or ExperimentConfig()
         if id not in peers:
             raise ValueError(f"id {id} is not in peers {sorted(peers)}")
         self.swarm: SwarmTopology | None = None
@@ -84,57 +91,62 @@ class Peer:
         self.n_peers = len(peers)
         self.topology = self.swarm or build_topology(cfg.topology, self.n_peers)
         self.pacing = build_pacing(cfg.pacing)
-        self.final_round: int | None = None  # the loop sets it (for [pacing] final_sync)
         self.codec = build_codec(cfg.codec)
         self.aggregator = build_aggregator(cfg.aggregation, **{
             "num_samples": num_samples, "model_factory": lambda: copy.deepcopy(model),
             **(aggregation_context or {})})
         self.schedule = Schedule.from_config(cfg.pacing)
+        self._startup_schedule = dataclasses.replace(self.schedule, heartbeat_interval_s=min(
+            self.schedule.heartbeat_interval_s, STARTUP_HEARTBEAT_S))
         self.interval_steps = cfg.pacing.interval_steps
-        params = exchanged_state(model)
-        self._device = next(iter(params.values())).device if params else torch.device("cpu")
-        self._expected = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape))
-                          for k, v in params.items()}
-        self._pool = SnapshotPool(params, device=self._device)
-        self._stale = (StaleCorrection(params, cfg.pacing.stale_window)
-                       if cfg.pacing.stale_correction else None)
-        self._reference = {k: v.detach() for k, v in params.items()}  # for shape/dtype checks
-        attack = cfg.peer.attack if id in cfg.peer.attackers else ""
-        self._outbox = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
-                              keyframe_every_rounds=cfg.peer.keyframe_every_rounds,
-                              attack=attack, seed=cfg.run.seed * 1000 + id,
-                              keyframe_codec=cfg.peer.keyframe_codec,
-                              refresh_every_rounds=cfg.peer.refresh_every_rounds,
-                              refresh_codec=cfg.peer.refresh_codec)
-        self._inbound = Inbound(self._device)
-        self.pulls_sent = 0
-        self.pushes_sent = 0
-        self.pulls_answered = 0
         self.mailbox = Mailbox()
         self.events = EventLog(events_path, id)
-        self.rejected: collections.Counter[str] = collections.Counter()
-        self.clock = 0
-        self.local_steps = 0
+        self.rejections = Rejections(id, self.events)
+        self._neighbor_ids = self._all_neighbors()
         self._done = False
         self._linked = False  # every neighbour heard, and hearing us
-        self._waited_for: set[int] = set()
         self.heartbeats_sent = 0
         self._last_heartbeat_s = 0.0
-        self._neighbor_ids = self._all_neighbors()
         seeds = seed_dealers(cfg.membership.seeds, peers[id]) if self.swarm is not None else {}
-        self.transport = Transport(
+        self.transport: Port = transport_factory(
             id, bind or bind_address(peers[id]),
             {**{j: peers[j] for j in self._neighbor_ids}, **seeds},
-            cfg.transport, self._inbox_frames,
+            cfg.transport, self._on_frames,
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
             shm_dests=frozenset(j for j in self._neighbor_ids if same_host(peers[id], peers[j])),
         )
-        self._shm_inbox = ShmInbox()
-        self._inbox = PeerInbox(self)
+        self._build_parts(seeds)
+
+    def _build_parts(self, seeds: dict[int, str]) -> None:
+        """The outbound, inbound and round sides, each given the collaborators it uses."""
+        cfg, id = self.config, self.id
+        params = exchanged_state(self.model)
+        device = next(iter(params.values())).device if params else torch.device("cpu")
+        encoder = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
+                         keyframe_every_rounds=cfg.peer.keyframe_every_rounds,
+                         attack=cfg.peer.attack if id in cfg.peer.attackers else "",
+                         seed=cfg.run.seed * 1000 + id, keyframe_codec=cfg.peer.keyframe_codec,
+                         refresh_every_rounds=cfg.peer.refresh_every_rounds,
+                         refresh_codec=cfg.peer.refresh_codec)
+        self.outbound = Outbound(id, self.model, self.transport, encoder, self.events,
+                                 num_samples=self.num_samples, device=device)
         self._link = None if self.swarm is None else SwarmLink(
-            self.swarm, self.transport, id, peers[id], seeds, self._reject)
+            self.swarm, self.transport, id, self.peers[id], seeds, self.rejections)
+        stale = (StaleCorrection(params, cfg.pacing.stale_window)
+                 if cfg.pacing.stale_correction else None)
+        self.rounds = Rounds(id, self.model, mailbox=self.mailbox, outbound=self.outbound,
+                             topology=self.topology, aggregator=self.aggregator,
+                             pacing=self.pacing, pacing_config=cfg.pacing,
+                             consensus_step=cfg.peer.consensus_step, stale=stale,
+                             known=self._known, report_view=self.swarm is not None)
+        self.inbound = InboundSide(
+            id, mailbox=self.mailbox, decoder=Inbound(device), rejections=self.rejections,
+            outbound=self.outbound, reference=params,
+            max_message_bytes=cfg.transport.max_message_bytes, peer_ids=frozenset(self.peers),
+            neighbor_ids=self._neighbor_ids, link=self._link,
+            shm_senders=self.transport.shm_dests, clock=lambda: self.rounds.clock)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Peer":
@@ -158,9 +170,12 @@ class Peer:
         """Tell neighbours this peer is done, flush within the linger time, stop the thread."""
         if not self._done:
             self._done = True
-            self._send_heartbeat()
+            if self.transport.alive:  # the goodbye goes out on the thread that owns heartbeats
+                self.transport.call(self._send_heartbeat)
+            else:
+                self._send_heartbeat()
         self.transport.close()
-        self._shm_inbox.close()
+        self.inbound.close()
         self.events.close()
 
     def wait_for_neighbors(self, timeout_s: float | None = None) -> set[int]:
@@ -180,157 +195,86 @@ class Peer:
         self.events.emit("start", missing=sorted(missing), neighbors=sorted(want))
         return missing
 
-    # ---- the training side --------------------------------------------------------------
+    # ---- the training side (see Rounds) -------------------------------------------------
     def run(self, task: Any, rounds: int | None = None) -> dict[str, Any]:
         """The whole loop for a task (``train_step()``, ``evaluate()``): see :func:`run_task`."""
-        from gossipml.peer.loop import run_task
-
         return run_task(self, task, rounds)
 
     def step(self) -> dict[str, Any] | None:
-        """Count one local step. Pushes and pull requests go out at the steps the schedule says;
-        every ``interval_steps`` steps the peer waits as the pacing says and merges (a round)."""
-        self.local_steps += 1
-        s = self.local_steps
-        boundary = s % self.interval_steps == 0
-        if self.schedule.should_pull(s):
-            self._request_pull()
-        if not boundary:
-            r = self.clock
-            skipped, merged, staleness = self._catch_up(self.pacing)
-            if skipped:  # the first k finished this round without us: drop the rest of it
-                self.local_steps -= s % self.interval_steps  # the next round gets full steps
-                return {"round": r, "merged": merged, "staleness": staleness, "missing": [],
-                        "wait_s": 0.0, "pace": "caught_up", "waited_for": [],
-                        "aborted": True, "skipped_rounds": skipped[1:]}
-            if self.schedule.should_push(s):
-                self._publish(self.clock, self.topology.out_neighbors(self.id, self.clock))
-            return None
-        return self.exchange(push=self.schedule.should_push(s))
+        """Count one local step; every ``interval_steps`` steps a round (see :meth:`Rounds.step`)."""
+        return self.rounds.step()
 
     def exchange(self, push: bool = True) -> dict[str, Any]:
         """One round: publish the model, wait as the pacing says, merge what it picked."""
-        r = self.clock
-        if push:
-            self._publish(r, self.topology.out_neighbors(self.id, r))
-        pacing = self._policy(r)
-        decision, wait_s = self._pace(r, pacing)
-        merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
-        self.clock += 1
-        skipped, caught_up_from, _ = self._catch_up(pacing)
-        clocks = self.mailbox.snapshot()[1]
-        out = {"round": r, "merged": merged, "staleness": staleness,
-               "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
-               "pace": decision.reason, "waited_for": sorted(self._waited_for),
-               "known_clocks": {str(j): c for j, c in sorted(clocks.items())}}
-        if self.swarm is not None:
-            out["view"] = sorted(self.swarm.live())
-        if self._stale is not None:
-            out["corrected"] = corrected
-        if skipped:  # and the senders whose newer models it merged to skip them
-            out.update(skipped_rounds=skipped, caught_up_from=caught_up_from)
-        return out
+        return self.rounds.exchange(push)
 
-    def _catch_up(self, pacing: Any) -> tuple[list[int], list[int], list[int]]:
-        return catch_up(self, pacing)
+    def resume(self, clock: int, local_steps: int | None = None) -> None:
+        """Go on from a checkpoint's clock and local step count."""
+        self.rounds.resume(clock, local_steps)
 
-    def _publish(self, r: int, dests: tuple[int, ...]) -> None:
-        if not dests:
-            return
-        snap = self._pool.publish(exchanged_state(self.model), r)
-        if snap is None:
-            self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
-            return
-        info = {"num_samples": int(self.num_samples)}
-        self.pushes_sent += 1
-        self.transport.submit(Outgoing(
-            tuple(dests), lambda: self._outbox.frames(snap.tensors, r, info),
-            on_done=lambda: self._pool.release(snap)))
+    def set_final_round(self, r: int | None) -> None:
+        """The last round the loop runs (for ``[pacing] final_sync``)."""
+        self.rounds.set_final_round(r)
 
-    def _request_pull(self) -> None:
-        """Ask one in-neighbour (round-robin) for its current model."""
-        sources = self.topology.in_neighbors(self.id, self.clock)
-        if not sources:
-            return
-        dest = sources[self.pulls_sent % len(sources)]
-        self.pulls_sent += 1
-        msg = Message(kind="pull", sender=self.id, round=self.clock)
-        self.transport.submit(Outgoing((dest,), lambda: pack(msg)))
+    @property
+    def clock(self) -> int:
+        """The round this peer is in (written by its round loop only)."""
+        return self.rounds.clock
 
-    def _view(self, r: int, since_s: float) -> PaceView:
-        known = self._neighbor_ids if self.swarm is None else tuple(self.swarm.live())
-        return self.mailbox.pace_view(r, since_s, self.topology.in_neighbors(self.id, r), known,
-                                      self.config.pacing.dead_after_s)
+    @clock.setter
+    def clock(self, value: int) -> None:  # kept for callers that set it: goes through resume
+        self.rounds.resume(value, self.rounds.local_steps)
 
-    def _policy(self, r: int):
-        if r == self.final_round and self.config.pacing.final_sync:
-            return SyncPacing(self.config.pacing.timeout_s)  # end on fresh models, bounded
-        return self.pacing
+    @property
+    def local_steps(self) -> int:
+        """Local steps counted so far."""
+        return self.rounds.local_steps
 
-    def _pace(self, r: int, pacing):
-        start = time.monotonic()
-        hard_limit_s = self.config.pacing.timeout_s + 1.0
-        decision = None
-        self._waited_for = set()
+    @local_steps.setter
+    def local_steps(self, value: int) -> None:  # as for clock
+        self.rounds.resume(self.rounds.clock, value)
 
-        def ready() -> bool:
-            nonlocal decision
-            decision = pacing.decide(self._view(r, start))
-            if not decision.proceed:
-                self._waited_for.update(decision.missing)  # whom this round waited for
-            return decision.proceed
+    @property
+    def final_round(self) -> int | None:
+        """The last round the loop runs, once it is known."""
+        return self.rounds.final_round
 
-        while not self.mailbox.wait(ready, 0.05):
-            if time.monotonic() - start > hard_limit_s:  # the policy never said go: go anyway
-                log.warning("peer %d: round %d forced on after %.1f s", self.id, r, hard_limit_s)
-                break
-        return decision, time.monotonic() - start
+    @property
+    def rejected(self) -> collections.Counter[str]:
+        """Refused messages by reason."""
+        return self.rejections.counts
 
-    def _merge(self, senders: tuple[int, ...], r: int,
-               take_newest: bool) -> tuple[list[int], list[int], list[int]]:
-        """Merge the chosen senders' models; (senders merged, their staleness, those merged
-        through stale correction)."""
-        own = exchanged_state(self.model)
-        if self._stale is not None:  # our round-r model, before anything merges into it
-            self._stale.record(r, own)
-        weights = self.topology.mixing_weights(self.id, r)
-        contribs = contributions(self.mailbox, senders, r, take_newest, weights)
-        if not contribs:
-            return [], [], []
-        corrected: list[int] = []
-        if self._stale is not None:
-            contribs, corrected = self._stale.correct(own, contribs, r)
-        new = self.aggregator.aggregate(own, contribs,
-                                        float(weights.get(self.id, 1.0 / (len(contribs) + 1))),
-                                        own_round=r)
-        apply_aggregate(own, new, self.config.peer.consensus_step)
-        self.mailbox.mark_merged({c.sender: c.round for c in contribs})
-        return [c.sender for c in contribs], [r - c.round for c in contribs], corrected
+    @property
+    def pushes_sent(self) -> int:
+        """Model pushes queued."""
+        return self.outbound.pushes_sent
 
-    # ---- the communication thread -------------------------------------------------------
-    def _inbox_frames(self, sender_hint: int | None, frames: list) -> None:
-        self._inbox.on_frames(sender_hint, frames)
+    @property
+    def pulls_sent(self) -> int:
+        """Pull requests queued."""
+        return self.outbound.pulls_sent
 
-    def _reject(self, sender: int | None, reason: str, detail: str = "") -> None:
-        self.rejected[reason] += 1
-        log.warning("peer %d: rejected a message from %s: %s (%s)", self.id, sender, reason,
-                    detail[:200])
-        self.events.emit("rejected", sender=sender, reason=reason, detail=detail[:200])
+    @property
+    def pulls_answered(self) -> int:
+        """Pull requests answered with the current model."""
+        return self.outbound.pulls_answered
+
+    # ---- the communication thread: inbound, heartbeats ----------------------------------
+    def _on_frames(self, sender_hint: int | None, frames: list) -> None:
+        self.inbound.on_frames(sender_hint, frames)
 
     def _tick(self) -> None:
-        now = time.monotonic()
-        interval = self.config.pacing.heartbeat_interval_s
+        schedule = self.schedule if self._linked else self._startup_schedule
         if not self._linked:  # start-up: find the neighbours quickly, both ways
-            interval = min(interval, 0.1)
             if self.swarm is not None:
                 self._linked = bool(self.swarm.live())
             else:
                 want = set(self._neighbor_ids)
                 self._linked = self.mailbox.linked(self.id, want) == want
-        if now - self._last_heartbeat_s >= interval:
+        if schedule.should_heartbeat(time.monotonic(), self._last_heartbeat_s):
             self._send_heartbeat()
         if self._link is not None:
-            self._link.shuffle(self.clock)
+            self._link.shuffle(self.rounds.clock)
 
     def _send_heartbeat(self) -> None:
         self._last_heartbeat_s = time.monotonic()
@@ -341,9 +285,13 @@ class Peer:
         if self.swarm is not None:
             info["address"] = self.peers[self.id]
             dests = tuple(sorted(self.swarm.live()))
-        msg = Message(kind="heartbeat", sender=self.id, round=self.clock, info=info)
+        msg = Message(kind="heartbeat", sender=self.id, round=self.rounds.clock, info=info)
         if dests:
             self.transport.submit(Outgoing(dests, lambda: pack(msg)))
+
+    def _known(self) -> tuple[int, ...]:
+        """Every neighbour that could be alive: the fixed ones, or the swarm's live view."""
+        return self._neighbor_ids if self.swarm is None else tuple(self.swarm.live())
 
     def _all_neighbors(self) -> tuple[int, ...]:
         if self.swarm is not None:
@@ -358,25 +306,45 @@ class Peer:
 
     # ---- checkpointable state ---------------------------------------------------------
     def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """Codec and aggregation state for a checkpoint (see :mod:`gossipml.peer.commstate`)."""
-        return commstate.comm_state(self, timeout_s)
+        """Codec state (residuals, CHOCO references, stream positions; read on the communication
+        thread, which owns it) and aggregation state (ADMM duals, an ensemble's kept models)."""
+        codec = call_and_wait(self.transport, lambda: {"out": self.outbound.state_dict(),
+                                                       "in": self.inbound.state_dict()},
+                              timeout_s)
+        # a rule registered with register_rule need only aggregate(): no state, nothing kept
+        aggregation = self.aggregator.state_dict() if isinstance(self.aggregator, Stateful) else {}
+        return copy.deepcopy({"codec": codec, "aggregation": aggregation})
 
     def load_comm_state(self, state: Mapping[str, Any], timeout_s: float = 10.0) -> None:
         """Put back what :meth:`comm_state` returned (before the first exchange)."""
-        commstate.load_comm_state(self, state, timeout_s)
+        codec = state.get("codec") or {}
+
+        def write() -> None:
+            if codec.get("out") is not None:
+                self.outbound.load_state_dict(codec["out"])
+            if codec.get("in") is not None:
+                self.inbound.load_state_dict(codec["in"])
+
+        call_and_wait(self.transport, write, timeout_s)
+        if isinstance(self.aggregator, Stateful):
+            self.aggregator.load_state_dict(state.get("aggregation") or {})
 
     # ---- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Bytes and messages sent/received, rejections by reason, skipped sends (and, with
         stale correction, the models merged corrected and those too old for its history)."""
         s = self.transport.stats
-        stale = {} if self._stale is None else {"stale_corrected": self._stale.corrected,
-                                                "stale_too_old": self._stale.too_old}
-        return {**stale, "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+        stale = self.rounds.stale
+        corrections = {} if stale is None else {"stale_corrected": stale.corrected,
+                                                "stale_too_old": stale.too_old}
+        return {**corrections, "bytes_sent": s.bytes_sent,
+                "bytes_received": s.bytes_received + self.inbound.shm_bytes_received,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
                 "send_dropped": s.send_dropped, "send_failed": s.send_failed,
                 "emulated_drops": s.emulated_drops, "heartbeats_sent": self.heartbeats_sent,
-                "pushes_sent": self.pushes_sent,
-                "rejected": sum(self.rejected.values()),
-                "pulls_sent": self.pulls_sent, "pulls_answered": self.pulls_answered,
-                "rejected_by_reason": dict(self.rejected), "send_skipped": self._pool.skipped}
+                "pushes_sent": self.outbound.pushes_sent,
+                "rejected": self.rejections.total,
+                "pulls_sent": self.outbound.pulls_sent,
+                "pulls_answered": self.outbound.pulls_answered,
+                "rejected_by_reason": dict(self.rejections.counts),
+                "send_skipped": self.outbound.send_skipped}

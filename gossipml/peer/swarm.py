@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from gossipml.policies.membership import Membership, MembershipConfig
-from gossipml.comm.transport import Outgoing, Transport
+from gossipml.comm.port import Port
+from gossipml.comm.transport import Outgoing
 from gossipml.wire import Message, pack
 
 __all__ = ["SwarmTopology", "SwarmLink", "seed_dealers"]
@@ -101,7 +102,7 @@ class SwarmLink:
     """The swarm side of a peer's communication thread: learning members from messages,
     answering and starting shuffles. Every method runs on the communication thread."""
 
-    def __init__(self, swarm: SwarmTopology, transport: Transport, self_id: int, address: str,
+    def __init__(self, swarm: SwarmTopology, transport: Port, self_id: int, address: str,
                  seeds: dict[int, str], reject: Callable[[int, str, str], None]) -> None:
         self.swarm = swarm
         self.transport = transport

@@ -1,0 +1,99 @@
+"""A peer's sending side: model pushes through the snapshot pool, pull requests, pull answers
+and shared-memory acknowledgements, with their counters."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from gossipml.codecs import build_codec, encode_model
+from gossipml.comm.port import Port
+from gossipml.comm.snapshot import SnapshotPool
+from gossipml.comm.transport import Outgoing
+from gossipml.events import EventLog
+from gossipml.peer.exchanged import exchanged_state
+from gossipml.peer.stream import Outbox
+from gossipml.wire import Message, pack
+
+__all__ = ["Outbound"]
+
+
+class Outbound:
+    """Everything a peer sends but heartbeats. Owner: the peer. Training thread: ``publish``
+    (snapshot pool, ``pushes_sent``), ``request_pull`` (``pulls_sent``). Communication thread:
+    the stream encoder (``Outbox.frames`` runs when the transport builds a push), ``answer_pull``
+    (``pulls_answered``), ``release_shm`` and ``on_shm_release``."""
+
+    def __init__(self, peer_id: int, model: torch.nn.Module, port: Port, encoder: Outbox,
+                 events: EventLog, *, num_samples: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.peer_id = peer_id
+        self.model = model
+        self.port = port
+        self.encoder = encoder
+        self.events = events
+        self.num_samples = int(num_samples)
+        self._pool = SnapshotPool(exchanged_state(model), device=device)
+        self.pushes_sent = 0  # training thread
+        self.pulls_sent = 0  # training thread
+        self.pulls_answered = 0  # communication thread
+
+    @property
+    def send_skipped(self) -> int:
+        """Pushes skipped because every snapshot buffer was still being sent."""
+        return self._pool.skipped
+
+    # ---- training thread ----------------------------------------------------------------
+    def publish(self, r: int, dests: tuple[int, ...]) -> None:
+        """Copy the model into a free snapshot and queue it for ``dests`` as round ``r``; the
+        encoding runs on the communication thread."""
+        if not dests:
+            return
+        snap = self._pool.publish(exchanged_state(self.model), r)
+        if snap is None:
+            self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
+            return
+        info = {"num_samples": self.num_samples}
+        self.pushes_sent += 1
+        self.port.submit(Outgoing(
+            tuple(dests), lambda: self.encoder.frames(snap.tensors, r, info),
+            on_done=lambda: self._pool.release(snap)))
+
+    def request_pull(self, sources: tuple[int, ...], clock: int) -> None:
+        """Ask one of ``sources`` (round-robin over calls) for its current model."""
+        if not sources:
+            return
+        dest = sources[self.pulls_sent % len(sources)]
+        self.pulls_sent += 1
+        msg = Message(kind="pull", sender=self.peer_id, round=clock)
+        self.port.submit(Outgoing((dest,), lambda: pack(msg)))
+
+    # ---- communication thread -----------------------------------------------------------
+    def answer_pull(self, requester: int, clock: int) -> None:
+        """Send the current model, uncompressed, to ``requester`` (read while training may be
+        mid-step: a torn read of a few entries is harmless for gossip averaging)."""
+        self.pulls_answered += 1
+        tensors = {k: v.detach().clone() for k, v in exchanged_state(self.model).items()}
+        items, _ = encode_model(tensors, build_codec("identity"), None)
+        msg = Message(kind="model", sender=self.peer_id, round=clock, tensors=tuple(items),
+                      info={"num_samples": self.num_samples, "pulled": True})
+        self.port.submit(Outgoing((requester,), lambda: pack(msg)))
+
+    def release_shm(self, sender: int, token: dict[str, Any]) -> None:
+        """Tell ``sender`` its shared-memory segment is free (any thread: submit only queues)."""
+        ack = Message(kind="ack", sender=self.peer_id, round=0, info={"shm_release": token})
+        self.port.submit(Outgoing((sender,), lambda: pack(ack)))
+
+    def on_shm_release(self, dest: int, token: object) -> bool:
+        """``dest`` copied our segment out: free it."""
+        return self.port.shm_release(dest, token)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream encoder's state (codec residuals, CHOCO reference, sequence number); read
+        it on the communication thread."""
+        return self.encoder.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned (on the communication thread)."""
+        self.encoder.load_state_dict(dict(state))

@@ -1,0 +1,187 @@
+"""A peer's training-thread side: count local steps, push and pull on schedule, and every
+``interval_steps`` steps run a round (publish, wait as the pacing says, merge); a backup peer
+left behind catches up. The round clock and the local step count are written here and nowhere
+else."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import torch
+
+from gossipml.aggregation.base import Aggregator
+from gossipml.comm.mailbox import Mailbox
+from gossipml.peer.exchanged import exchanged_state
+from gossipml.peer.merge import apply_aggregate, contributions
+from gossipml.peer.outbound import Outbound
+from gossipml.peer.stale import StaleCorrection
+from gossipml.policies.pacing import PaceDecision, PaceView, Pacing, PacingConfig, Schedule, SyncPacing
+
+__all__ = ["Rounds"]
+
+log = logging.getLogger("gossipml.peer.peer")  # the logger name forced rounds always had
+
+Merged = tuple[list[int], list[int], list[int]]
+
+
+class Rounds:
+    """The round loop of one peer. Owner: the peer; writer: the training thread (the thread that
+    calls ``step``/``exchange``), which alone writes ``clock``, ``local_steps``, ``final_round``
+    and ``waited_for``; the communication thread only reads ``clock``."""
+
+    def __init__(self, peer_id: int, model: torch.nn.Module, *, mailbox: Mailbox,
+                 outbound: Outbound, topology: Any, aggregator: Aggregator,
+                 pacing: Pacing, pacing_config: PacingConfig, consensus_step: float = 1.0,
+                 stale: StaleCorrection | None = None,
+                 known: Callable[[], tuple[int, ...]] = tuple, report_view: bool = False) -> None:
+        self.peer_id = peer_id
+        self.model = model
+        self.mailbox = mailbox
+        self.outbound = outbound
+        self.topology = topology
+        self.aggregator = aggregator
+        self.pacing = pacing
+        self.pacing_config = pacing_config
+        self.schedule = Schedule.from_config(pacing_config)
+        self.interval_steps = pacing_config.interval_steps
+        self.consensus_step = consensus_step
+        self.stale = stale
+        self.known = known  # every neighbour that could be alive (a pacing view's ``known``)
+        self.report_view = report_view  # a swarm peer reports its live view each round
+        self.clock = 0
+        self.local_steps = 0
+        self.final_round: int | None = None  # for [pacing] final_sync
+        self.waited_for: set[int] = set()
+
+    def resume(self, clock: int, local_steps: int | None = None) -> None:
+        """Go on from a checkpoint: the clock, and the local steps done (default: the clock's
+        rounds' worth)."""
+        self.clock = int(clock)
+        self.local_steps = int(clock * self.interval_steps if local_steps is None
+                               else local_steps)
+
+    def set_final_round(self, r: int | None) -> None:
+        """The last round the loop runs (``[pacing] final_sync`` waits for every model there)."""
+        self.final_round = r
+
+    def step(self) -> dict[str, Any] | None:
+        """Count one local step. Pushes and pull requests go out at the steps the schedule says;
+        every ``interval_steps`` steps the peer waits as the pacing says and merges (a round)."""
+        self.local_steps += 1
+        s = self.local_steps
+        if self.schedule.should_pull(s):
+            self.outbound.request_pull(self.topology.in_neighbors(self.peer_id, self.clock),
+                                       self.clock)
+        if s % self.interval_steps == 0:
+            return self.exchange(push=self.schedule.should_push(s))
+        r = self.clock
+        skipped, merged, staleness = self.catch_up(self.pacing)
+        if skipped:  # the first k finished this round without us: drop the rest of it
+            self.local_steps -= s % self.interval_steps  # the next round gets full steps
+            return {"round": r, "merged": merged, "staleness": staleness, "missing": [],
+                    "wait_s": 0.0, "pace": "caught_up", "waited_for": [],
+                    "aborted": True, "skipped_rounds": skipped[1:]}
+        if self.schedule.should_push(s):
+            self._publish(self.clock)
+        return None
+
+    def exchange(self, push: bool = True) -> dict[str, Any]:
+        """One round: publish the model, wait as the pacing says, merge what it picked."""
+        r = self.clock
+        if push:
+            self._publish(r)
+        pacing = self._policy(r)
+        decision, wait_s = self._pace(r, pacing)
+        merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
+        self.clock += 1
+        skipped, caught_up_from, _ = self.catch_up(pacing)
+        clocks = self.mailbox.snapshot()[1]
+        out = {"round": r, "merged": merged, "staleness": staleness,
+               "missing": sorted(decision.missing), "wait_s": round(wait_s, 4),
+               "pace": decision.reason, "waited_for": sorted(self.waited_for),
+               "known_clocks": {str(j): c for j, c in sorted(clocks.items())}}
+        if self.report_view:
+            out["view"] = sorted(self.known())
+        if self.stale is not None:
+            out["corrected"] = corrected
+        if skipped:  # and the senders whose newer models it merged to skip them
+            out.update(skipped_rounds=skipped, caught_up_from=caught_up_from)
+        return out
+
+    def catch_up(self, pacing: Any) -> Merged:
+        """Backup with catch-up (``BackupPacing.catch_up``): when the first k neighbours finished
+        the peer's round without it, jump to theirs, merging their newer models; mid-round, first
+        send the merged model as this round's, for whoever still waits on it. Returns the rounds
+        skipped from the current clock on (the loop runs none of them; at a round's end the
+        current clock is a round not begun), the senders merged and their staleness."""
+        if not getattr(pacing, "catch_up_enabled", False):
+            return [], [], []
+        view = self.view(self.clock, time.monotonic())
+        target = pacing.catch_up(view)
+        if target is None:
+            return [], [], []
+        newer = tuple(j for j in self.topology.in_neighbors(self.peer_id, target)
+                      if view.arrived_rounds.get(j, -1) >= self.clock)
+        merged, staleness, _ = self._merge(newer, target - 1, take_newest=True)
+        if self.local_steps % self.interval_steps:
+            self._publish(self.clock)
+        skipped = list(range(self.clock, target))
+        self.clock = target
+        return skipped, merged, staleness
+
+    def view(self, r: int, since_s: float) -> PaceView:
+        """What the pacing sees at round ``r``, waiting since ``since_s``."""
+        return self.mailbox.pace_view(r, since_s, self.topology.in_neighbors(self.peer_id, r),
+                                      self.known(), self.pacing_config.dead_after_s)
+
+    def _publish(self, r: int) -> None:
+        self.outbound.publish(r, self.topology.out_neighbors(self.peer_id, r))
+
+    def _policy(self, r: int) -> Pacing:
+        if r == self.final_round and self.pacing_config.final_sync:
+            return SyncPacing(self.pacing_config.timeout_s)  # end on fresh models, bounded
+        return self.pacing
+
+    def _pace(self, r: int, pacing: Pacing) -> tuple[PaceDecision, float]:
+        start = time.monotonic()
+        hard_limit_s = self.pacing_config.timeout_s + 1.0
+        decision: PaceDecision | None = None
+        self.waited_for = set()
+
+        def ready() -> bool:
+            nonlocal decision
+            decision = pacing.decide(self.view(r, start))
+            if not decision.proceed:
+                self.waited_for.update(decision.missing)  # whom this round waited for
+            return decision.proceed
+
+        while not self.mailbox.wait(ready, 0.05):
+            if time.monotonic() - start > hard_limit_s:  # the policy never said go: go anyway
+                log.warning("peer %d: round %d forced on after %.1f s", self.peer_id, r,
+                            hard_limit_s)
+                break
+        assert decision is not None  # wait_for evaluates the predicate at least once
+        return decision, time.monotonic() - start
+
+    def _merge(self, senders: tuple[int, ...], r: int, take_newest: bool) -> Merged:
+        """Merge the chosen senders' models; (senders merged, their staleness, those merged
+        through stale correction)."""
+        own = exchanged_state(self.model)
+        if self.stale is not None:  # our round-r model, before anything merges into it
+            self.stale.record(r, own)
+        weights = self.topology.mixing_weights(self.peer_id, r)
+        contribs = contributions(self.mailbox, senders, r, take_newest, weights)
+        if not contribs:
+            return [], [], []
+        corrected: list[int] = []
+        if self.stale is not None:
+            contribs, corrected = self.stale.correct(own, contribs, r)
+        new = self.aggregator.aggregate(own, contribs,
+                                        float(weights.get(self.peer_id,
+                                                          1.0 / (len(contribs) + 1))),
+                                        own_round=r)
+        apply_aggregate(own, new, self.consensus_step)
+        self.mailbox.mark_merged({c.sender: c.round for c in contribs})
+        return [c.sender for c in contribs], [r - c.round for c in contribs], corrected
