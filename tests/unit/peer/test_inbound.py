@@ -21,7 +21,14 @@ from gossipml.peer.rejections import Rejections
 from gossipml.peer.stream import Inbound, Outbox
 from gossipml.wire import Message, pack, unpack
 
-from tests.unit.peer.conftest import linear
+
+def linear(fill: float) -> torch.nn.Linear:
+    """A 3 -> 2 linear model whose every weight and bias is ``fill``."""
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(fill)
+    return model
 
 
 class Side:
