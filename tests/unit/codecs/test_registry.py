@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import torch
 
+from gossipml.codecs._util import (dtype_name, expect_buffers, header, meta_float, to_buffer,
+                                   view_buffer)
 from gossipml.codecs import (CodecConfig, CodecError, Payload, build_codec, decode_payload,
                              default_registry, register_codec)
 from gossipml.codecs.registry import CodecEntry, codec_entry
@@ -18,7 +20,8 @@ BUILTINS = ["bf16", "fp16", "identity", "lowrank", "q2", "q4", "q8", "randk", "s
 
 
 class NegateCodec:
-    """A toy value codec: sends ``-x * scale`` raw, decodes ``-y / scale`` (exact for scale=1)."""
+    """A toy value codec: sends ``-x * scale`` raw, decodes ``-y / scale`` (exact for scale=1).
+    It stays registered for the rest of the test process, so it checks payloads like any codec."""
 
     name = "test_negate"
 
@@ -26,13 +29,18 @@ class NegateCodec:
         self.scale = scale
 
     def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
-        out = (-tensor.detach() * self.scale).contiguous()
-        return Payload(self.name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape),
-                       {"scale": self.scale}, (out.numpy().tobytes(),)), state
+        out = -tensor.detach() * self.scale
+        return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
+                       {"scale": self.scale}, (to_buffer(out),)), state
 
     def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
-        flat = torch.frombuffer(bytearray(payload.buffers[0]), dtype=torch.float32)
-        return (-flat / float(payload.meta["scale"])).reshape(payload.shape).to(device)
+        dtype, shape, numel = header(payload)
+        scale = meta_float(payload.meta, "scale")
+        if not dtype.is_floating_point or scale == 0:
+            raise CodecError(f"test_negate needs a float tensor and scale != 0, got {dtype}")
+        (buf,) = expect_buffers(payload, 1)
+        flat = view_buffer(buf, dtype, numel, "test_negate")
+        return (-flat / scale).reshape(shape).to(device)
 
 
 if NegateCodec.name not in default_registry():  # the registry is process-wide
