@@ -69,7 +69,7 @@ def _parse_stage(text: str) -> tuple[str, dict[str, Any]]:
 def parse_spec(spec: str) -> dict[str, Any]:
     """Parse a spec into ``{stages: [(name, params)], ef, delta, bysize: (min_numel, small)}``."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"codec spec must be a non-empty string like 'q8' or 'topk:0.01+ef', "
+        raise ValueError(f"spec must be a non-empty codec spec like 'q8' or 'topk:0.01+ef', "
                          f"got {spec!r}")
     head, *mods = [p.strip() for p in spec.replace(" ", "").split("+")]
     stages = [_parse_stage(s) for s in head.split(">")]
