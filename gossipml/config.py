@@ -60,11 +60,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.n_peers < 1:
-            raise ConfigError(f"[run] n_peers must be >= 1, got {self.n_peers}")
+            raise ConfigError(f"n_peers must be >= 1, got {self.n_peers}")
         if self.deadline_s <= 0:
-            raise ConfigError("[run] deadline_s must be > 0")
+            raise ConfigError("deadline_s must be > 0")
         if self.mode not in RUN_MODES:
-            raise ConfigError(f"[run] mode must be one of {list(RUN_MODES)}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {list(RUN_MODES)}, got {self.mode!r}")
 
 
 _PARTS: dict[str, type] = {
@@ -146,7 +146,9 @@ def _build_part(key: str, part_cls: type, sub: Mapping[str, Any]) -> Any:
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in sub.items()}
     try:
         return part_cls(**kwargs)
-    except (TypeError, ValueError) as exc:  # ConfigError included: one "[table]" prefix each
+    except (TypeError, ValueError) as exc:  # ConfigError included
+        # One "[table]" prefix per message, added here: a part's messages name the key, not the
+        # table (PeerConfig and TransportConfig still carry their own, so none is added twice).
         message = str(exc)
         prefix = f"[{key}]"
         raise ConfigError(message if message.startswith(prefix) else f"{prefix} {message}") \

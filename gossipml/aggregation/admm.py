@@ -26,6 +26,7 @@ import torch
 from gossipml.aggregation.admm_async import AsyncAdmmState, Prox, async_admm_step
 from gossipml.aggregation.base import Contribution, Model
 from gossipml.aggregation.config import AggregationConfig
+from gossipml.aggregation.registry import register_rule
 from gossipml.aggregation.rules import FilteringAggregator
 
 __all__ = [
@@ -110,14 +111,19 @@ class AdmmAggregator(FilteringAggregator):
     def _combines_alone(self) -> bool:
         return self.cfg.asynchronous
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the duals (and the asynchronous versions and iterates): later steps, which
+        update duals in place, do not change a state already taken."""
         a = self.async_state
-        return {"admm_duals": self.state.duals,
-                "admm_async": {"version": a.version, "duals": a.duals, "own_history": a.own_history,
-                               "pending": a.pending, "matched": a.matched,
-                               "newest": {j: [v, m] for j, (v, m) in a.newest.items()}}}
+        return _cloned({"admm_duals": self.state.duals,
+                        "admm_async": {"version": a.version, "duals": a.duals,
+                                       "own_history": a.own_history, "pending": a.pending,
+                                       "matched": a.matched,
+                                       "newest": {j: [v, m] for j, (v, m) in a.newest.items()}}})
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back (a copy of) what :meth:`state_dict` returned."""
+        state = _cloned(state)
         if state.get("admm_duals") is not None:
             self.state.duals = {int(k): v for k, v in state["admm_duals"].items()}
         saved = state.get("admm_async")
@@ -145,5 +151,24 @@ class AdmmAggregator(FilteringAggregator):
         return {n: new[n].to(own[n].dtype) for n in own}
 
 
+def _cloned(value: Any) -> Any:
+    """``value`` with every tensor in its dicts, lists and tuples cloned."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cloned(v) for v in value)
+    return value
+
+
 def _work_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _build_admm(cfg: AggregationConfig, *, prox: Prox | None = None, num_samples: int = 0,
+                **_: Any) -> AdmmAggregator:
+    return AdmmAggregator(cfg, prox=prox, num_samples=num_samples)
+
+
+register_rule("admm", _build_admm)

@@ -1,15 +1,18 @@
-"""``AggregationConfig``: the ``[aggregation]`` table, frozen and validated on construction."""
+"""``AggregationConfig``: the ``[aggregation]`` table, frozen and validated on construction.
+
+Messages name the key, not the table: :func:`gossipml.config.load_experiment` adds the one
+``[aggregation]`` prefix. ``rule`` is checked against the rule registry (:mod:`.registry`), so
+a rule added with ``register_rule`` can be named in TOML.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RULES", "WEIGHT_SCHEMES", "DISTILL_INITS", "AggregationConfig"]
+from gossipml.aggregation.registry import registered_rules
 
-RULES: tuple[str, ...] = (
-    "mean", "partial", "admm", "median", "trimmed_mean", "clipped",
-    "output_average", "vote", "distill",
-)
+__all__ = ["WEIGHT_SCHEMES", "DISTILL_INITS", "AggregationConfig"]
+
 WEIGHT_SCHEMES: tuple[str, ...] = ("uniform", "metropolis", "topology", "samples", "age")
 DISTILL_INITS: tuple[str, ...] = ("own", "average")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -44,7 +47,9 @@ class AggregationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _one_of("rule", self.rule, RULES)
+        if self.rule not in registered_rules():
+            raise ValueError(f"rule must be one of {list(registered_rules())}, got {self.rule!r} "
+                             "(gossipml.aggregation.register_rule adds one)")
         _one_of("weights", self.weights, WEIGHT_SCHEMES)
         _one_of("distill_optimizer", self.distill_optimizer, OPTIMIZERS)
         _one_of("distill_init", self.distill_init, DISTILL_INITS)
@@ -67,9 +72,9 @@ class AggregationConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"[aggregation] {message}")
+                raise ValueError(message)
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"[aggregation] {key} must be one of {list(allowed)}, got {value!r}")
+        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")

@@ -19,6 +19,7 @@ from gossipml.aggregation.base import Contribution, Model
 from gossipml.aggregation.config import AggregationConfig
 from gossipml.aggregation.ensemble import EnsemblePredictor, ModelStore, load_copy
 from gossipml.aggregation.functions import weighted_average
+from gossipml.aggregation.registry import register_rule
 from gossipml.aggregation.rules import FilteringAggregator
 
 __all__ = ["as_inputs", "relabel", "distill", "EnsembleAggregator", "DistillAggregator"]
@@ -88,10 +89,12 @@ class EnsembleAggregator(FilteringAggregator):
     def _combines_alone(self) -> bool:
         return True
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+    def state_dict(self) -> dict[str, Any]:
+        """The kept neighbour models (see :meth:`ModelStore.state_dict`)."""
         return {"ensemble_models": self.store.state_dict()}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
         if state.get("ensemble_models") is not None:
             self.store.load_state_dict(state["ensemble_models"])
 
@@ -126,10 +129,12 @@ class DistillAggregator(EnsembleAggregator):
         self.calls = 0
         self.last_losses: list[float] = []
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
-        return {**super().state_dict(), "distill_calls": self.calls}  # the relabel seeds go on
+    def state_dict(self) -> dict[str, Any]:
+        """The kept models and the call count (so the relabel seeds go on after a restart)."""
+        return {**super().state_dict(), "distill_calls": self.calls}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
         super().load_state_dict(state)
         if state.get("distill_calls") is not None:
             self.calls = int(state["distill_calls"])
@@ -160,3 +165,8 @@ class DistillAggregator(EnsembleAggregator):
         )
         state = student.state_dict()
         return {name: state[name].detach().to(own[name].dtype) for name in own}
+
+
+register_rule("output_average", EnsembleAggregator)
+register_rule("vote", EnsembleAggregator)
+register_rule("distill", DistillAggregator)

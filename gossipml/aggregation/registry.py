@@ -1,74 +1,47 @@
-"""``build_aggregator``: the explicit registry from rule name to aggregator class."""
+"""The one registry of aggregation rules: what ``[aggregation] rule`` accepts and what builds it.
+
+A leaf module (it imports only :mod:`.base`): the built-in rules register themselves at the end of
+their modules (``rules.py``, ``admm.py``, ``distill.py``), which ``gossipml/aggregation/__init__``
+imports, and Python runs a package's ``__init__`` before any of its modules, so they are there
+before a config is validated. An application adds its own with :func:`register_rule`; a name
+already taken raises. :func:`gossipml.aggregation.build.build_aggregator` builds from a config.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
-from gossipml.aggregation.admm import AdmmAggregator
 from gossipml.aggregation.base import Aggregator
-from gossipml.aggregation.config import AggregationConfig
-from gossipml.aggregation.distill import DistillAggregator, EnsembleAggregator
-from gossipml.aggregation.rules import (
-    ClippedGossipAggregator, MeanAggregator, MedianAggregator, PartialAggregator,
-    TrimmedMeanAggregator,
-)
 
-__all__ = ["register_rule", "build_aggregator", "registered_rules"]
+__all__ = ["AggregatorBuilder", "register_rule", "registered_rules", "rule_builder"]
 
+#: ``builder(cfg, **context) -> Aggregator``; context keys: see ``build_aggregator``. A builder
+#: should accept and ignore context keys it does not use (``**_``).
 AggregatorBuilder = Callable[..., Aggregator]
 
-
-def _simple(cls: type) -> AggregatorBuilder:
-    def build(cfg: AggregationConfig, *, num_samples: int = 0, **_: Any) -> Aggregator:
-        return cls(cfg, num_samples=num_samples)
-
-    return build
-
-
-def _admm(cfg: AggregationConfig, *, prox=None, num_samples: int = 0, **_: Any) -> Aggregator:
-    return AdmmAggregator(cfg, prox=prox, num_samples=num_samples)
-
-
-_REGISTRY: dict[str, AggregatorBuilder] = {}
+_RULES: dict[str, AggregatorBuilder] = {}
 
 
 def register_rule(name: str, builder: AggregatorBuilder) -> None:
-    """Add a rule; a name already taken raises (pick another name)."""
-    if name in _REGISTRY:
+    """Add a rule that ``[aggregation] rule = name`` selects; a name already taken raises."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"aggregation rule name must be a non-empty string, got {name!r}")
+    if not callable(builder):
+        raise TypeError(f"builder for rule {name!r} must be callable as builder(cfg, **context), "
+                        f"got {type(builder).__name__}")
+    if name in _RULES:
         raise ValueError(f"aggregation rule {name!r} is already registered; choose another name")
-    _REGISTRY[name] = builder
+    _RULES[name] = builder
 
 
 def registered_rules() -> tuple[str, ...]:
-    """The rule names ``build_aggregator`` knows."""
-    _ensure_defaults()
-    return tuple(_REGISTRY)
+    """Every rule name known, built-in and registered, in registration order."""
+    return tuple(_RULES)
 
 
-def _ensure_defaults() -> None:
-    if _REGISTRY:
-        return
-    for name, builder in {
-        "mean": _simple(MeanAggregator),
-        "partial": _simple(PartialAggregator),
-        "median": _simple(MedianAggregator),
-        "trimmed_mean": _simple(TrimmedMeanAggregator),
-        "clipped": _simple(ClippedGossipAggregator),
-        "admm": _admm,
-        "output_average": EnsembleAggregator,
-        "vote": EnsembleAggregator,
-        "distill": DistillAggregator,
-    }.items():
-        register_rule(name, builder)
-
-
-def build_aggregator(cfg: AggregationConfig | None = None, **context: Any) -> Aggregator:
-    """The aggregator for ``cfg.rule``. Context: ``num_samples`` (own dataset size, for
-    weights="samples"), ``prox`` (admm: the local loss's prox oracle), ``model_factory`` (a
-    zero-argument builder of the own architecture; ensembles and distill), ``data`` and
-    ``public_data`` (distill: local inputs and an optional unlabeled set, tensors or batches)."""
-    cfg = cfg or AggregationConfig()
-    _ensure_defaults()
-    if cfg.rule not in _REGISTRY:
-        raise ValueError(f"unknown aggregation rule {cfg.rule!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[cfg.rule](cfg, **context)
+def rule_builder(name: str) -> AggregatorBuilder:
+    """The builder registered for ``name``; ValueError naming the known rules otherwise."""
+    if name not in _RULES:
+        raise ValueError(f"unknown aggregation rule {name!r}; known: {sorted(_RULES)} "
+                         "(register_rule adds one)")
+    return _RULES[name]

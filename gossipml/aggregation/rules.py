@@ -19,6 +19,7 @@ from gossipml.aggregation.functions import (
     clipped_gossip, coordinate_median, model_distance, partial_average, partial_mask,
     trimmed_mean, weighted_average,
 )
+from gossipml.aggregation.registry import register_rule
 from gossipml.aggregation.weights import scheme_weights
 
 __all__ = [
@@ -30,7 +31,10 @@ Params = Mapping[str, torch.Tensor]
 
 
 class FilteringAggregator:
-    """Shared part: reject bad models, count reasons, then call ``_combine`` on what is left."""
+    """Shared part: reject bad models, count reasons, then call ``_combine`` on what is left.
+    Rules with state a restart must keep (partial's draw count, ADMM duals, kept ensembles) add
+    ``state_dict``/``load_state_dict`` and so are :class:`~gossipml.aggregation.base.Stateful`;
+    the rejection counters are statistics, not state."""
 
     def __init__(self, cfg: AggregationConfig, *, num_samples: int = 0) -> None:
         self.cfg = cfg
@@ -56,14 +60,6 @@ class FilteringAggregator:
 
     def _combines_alone(self) -> bool:
         return False  # stateful rules (ADMM, ensembles) override: they step even with no news
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must keep for this rule to go on after a restart (stateful rules:
-        ADMM duals, an ensemble's kept models); empty for the stateless ones."""
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Put back what :meth:`state_dict` returned (keys this rule does not know are ignored)."""
 
     def _weights(
         self, received: Sequence[Contribution], self_weight: float, own_round: int | None
@@ -94,6 +90,15 @@ class PartialAggregator(FilteringAggregator):
     def __init__(self, cfg: AggregationConfig, *, num_samples: int = 0) -> None:
         super().__init__(cfg, num_samples=num_samples)
         self.calls = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The draw count (it seeds the mask when no ``own_round`` is given)."""
+        return {"partial_calls": self.calls}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
+        if state.get("partial_calls") is not None:
+            self.calls = int(state["partial_calls"])
 
     def _combine(self, own, kept, self_weight, own_round):  # noqa: D102
         step = own_round if own_round is not None else self.calls
@@ -130,3 +135,17 @@ class ClippedGossipAggregator(FilteringAggregator):
             distances = [model_distance(c.params, own) for c in kept]
             radius = statistics.median_low(distances) or 1e-12
         return clipped_gossip(own, [c.params for c in kept], weights, radius)
+
+
+def _simple(cls: type[FilteringAggregator]):
+    """Builder of a rule whose aggregator needs only the config and the own sample count."""
+    def build(cfg: AggregationConfig, *, num_samples: int = 0, **_: Any) -> FilteringAggregator:
+        return cls(cfg, num_samples=num_samples)
+
+    return build
+
+
+for _name, _cls in {"mean": MeanAggregator, "partial": PartialAggregator,
+                    "median": MedianAggregator, "trimmed_mean": TrimmedMeanAggregator,
+                    "clipped": ClippedGossipAggregator}.items():
+    register_rule(_name, _simple(_cls))

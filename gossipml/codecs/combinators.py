@@ -12,6 +12,7 @@ import torch
 
 from gossipml.codecs._util import work_dtype
 from gossipml.codecs.base import Codec, Payload
+from gossipml.codecs.registry import decode_payload
 
 __all__ = ["ErrorFeedback", "BySize"]
 
@@ -37,16 +38,12 @@ class ErrorFeedback:
             v.add_(residual)
         sent = v if v.dtype == tensor.dtype else v.to(tensor.dtype)
         payload, inner_state = self.inner.encode(sent, inner_state)
-        from gossipml.codecs.registry import decode_payload  # by payload: a fallback may answer
-
-        decoded = decode_payload(payload, device=v.device)
+        decoded = decode_payload(payload, device=v.device)  # by payload: a fallback may answer
         v.sub_(decoded.reshape(v.shape).to(v.dtype))  # v becomes the new residual, in place
         return payload, (v, inner_state)
 
     def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
         """Decode by the payload's own codec (the inner codec, or a fallback it chose)."""
-        from gossipml.codecs.registry import decode_payload
-
         return decode_payload(payload, device)
 
     def estimate_nbytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
@@ -74,8 +71,6 @@ class BySize:
 
     def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
         """Decode by the payload's codec name."""
-        from gossipml.codecs.registry import decode_payload
-
         return decode_payload(payload, device)
 
     def estimate_nbytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:

@@ -21,22 +21,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from gossipml.codecs.base import Codec
+from gossipml.codecs.combinators import BySize, ErrorFeedback
+from gossipml.codecs.registry import codec_entry, default_registry
 
-__all__ = ["CodecConfig", "build_codec", "parse_spec", "STAGES"]
+__all__ = ["CodecConfig", "build_codec", "parse_spec"]
 
-#: Stage name -> (allowed keys, key the first positional value fills).
-STAGES: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "identity": ((), None), "fp16": ((), None), "bf16": ((), None),
-    "q8": (("block", "stochastic", "seed"), "block"),
-    "q4": (("block", "stochastic", "seed"), "block"),
-    "q2": (("block", "stochastic", "seed"), "block"),
-    "sign": (("block",), "block"),
-    "topk": (("fraction", "count", "seed"), "fraction"),
-    "randk": (("fraction", "count", "seed"), "fraction"),
-    "threshold": (("threshold",), "threshold"),
-    "lowrank": (("rank", "fallback", "seed", "min_gain"), "rank"),
-}
-_SPARSE = ("topk", "randk", "threshold")
+#: CodecConfig fields that are a codec's parameters (which ones apply: the codec's entry keys).
 _TABLE_KEYS = ("block", "stochastic", "seed", "fraction", "count", "threshold", "rank",
                "fallback", "min_gain")
 
@@ -55,22 +45,23 @@ def _value(text: str) -> Any:
 
 def _parse_stage(text: str) -> tuple[str, dict[str, Any]]:
     name, *args = [a.strip() for a in text.split(":")]
-    if name not in STAGES:
-        raise ValueError(f"unknown codec {name!r} in spec; allowed: {sorted(STAGES)}")
-    keys, positional = STAGES[name]
+    if name not in default_registry():
+        raise ValueError(f"unknown codec {name!r} in spec; allowed: {default_registry().names()}")
+    entry = codec_entry(name)
     params: dict[str, Any] = {}
     for i, arg in enumerate(args):
         if "=" in arg:
             key, val = (s.strip() for s in arg.split("=", 1))
-        elif i == 0 and positional is not None:
-            key, val = positional, arg
-            if name in ("topk", "randk") and isinstance(_value(arg), int) and _value(arg) >= 1:
-                key = "count"
+        elif i == 0 and entry.positional is not None:
+            key, val = entry.positional, arg
+            whole = _value(arg)
+            if entry.count_key is not None and isinstance(whole, int) and whole >= 1:
+                key = entry.count_key
         else:
             raise ValueError(f"{name}: unexpected argument {arg!r}; use key=value with keys "
-                             f"{list(keys)}")
-        if key not in keys:
-            raise ValueError(f"{name}: unknown parameter {key!r}; allowed: {list(keys)}")
+                             f"{list(entry.keys)}")
+        if key not in entry.keys:
+            raise ValueError(f"{name}: unknown parameter {key!r}; allowed: {list(entry.keys)}")
         params[key] = _value(val)
     return name, params
 
@@ -78,13 +69,14 @@ def _parse_stage(text: str) -> tuple[str, dict[str, Any]]:
 def parse_spec(spec: str) -> dict[str, Any]:
     """Parse a spec into ``{stages: [(name, params)], ef, delta, bysize: (min_numel, small)}``."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"codec spec must be a non-empty string like 'q8' or 'topk:0.01+ef', "
+        raise ValueError(f"spec must be a non-empty codec spec like 'q8' or 'topk:0.01+ef', "
                          f"got {spec!r}")
     head, *mods = [p.strip() for p in spec.replace(" ", "").split("+")]
     stages = [_parse_stage(s) for s in head.split(">")]
-    if len(stages) > 2 or (len(stages) == 2 and stages[0][0] not in _SPARSE):
-        raise ValueError(f"chaining is 'A>B' with A in {list(_SPARSE)}, got {head!r}")
-    if len(stages) == 2 and stages[1][0] in _SPARSE + ("lowrank",):
+    if len(stages) > 2 or (len(stages) == 2 and not codec_entry(stages[0][0]).selects):
+        raise ValueError(f"chaining is 'A>B' with A in {default_registry().names('select')}, "
+                         f"got {head!r}")
+    if len(stages) == 2 and not codec_entry(stages[1][0]).encodes_values:
         raise ValueError(f"the value codec after '>' must be dense or quantizing, "
                          f"got {stages[1][0]!r}")
     plan: dict[str, Any] = {"stages": stages, "ef": False, "delta": False, "bysize": None}
@@ -95,7 +87,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
         elif name == "bysize" and len(args) <= 2:
             min_numel = int(args[0]) if args else 4096
             small = args[1] if len(args) > 1 else "identity"
-            if small not in STAGES or small in _SPARSE:
+            if small not in default_registry() or codec_entry(small).selects:
                 raise ValueError(f"bysize small codec must be a dense codec name, got {small!r}")
             plan["bysize"] = (min_numel, small)
         else:
@@ -108,38 +100,10 @@ def parse_spec(spec: str) -> dict[str, Any]:
 
 
 def _make_stage(name: str, params: Mapping[str, Any], value_codec: Codec | None = None) -> Codec:
-    from gossipml.codecs import dense, lowrank, quant, sparse
-
-    if name == "identity":
-        return dense.IdentityCodec()
-    if name in ("fp16", "bf16"):
-        return dense.fp16_codec() if name == "fp16" else dense.bf16_codec()
-    if name in quant.QUANT_BITS:
-        return quant.QuantCodec(quant.QUANT_BITS[name], int(params.get("block", 512)),
-                                bool(params.get("stochastic", False)), int(params.get("seed", 0)))
-    if name == "sign":
-        return quant.SignCodec(int(params.get("block", 0)))
-    if name in ("topk", "randk"):
-        frac, count = params.get("fraction"), params.get("count")
-        if count is None:
-            frac = 0.01 if frac is None else float(frac)
-            if not 0 < frac <= 1:
-                raise ValueError(f"{name}: fraction must be in (0, 1], got {frac}")
-        elif int(count) < 1:
-            raise ValueError(f"{name}: count must be >= 1, got {count}")
-        cls = sparse.TopKCodec if name == "topk" else sparse.RandKCodec
-        return cls(frac, None if count is None else int(count), value_codec,
-                   int(params.get("seed", 0)))
-    if name == "threshold":
-        return sparse.ThresholdCodec(float(params.get("threshold", 1e-3)), value_codec)
-    fallback = _make_stage(str(params.get("fallback", "identity")), {})
-    return lowrank.LowRankCodec(int(params.get("rank", 2)), fallback, int(params.get("seed", 0)),
-                                float(params.get("min_gain", 2.0)))
+    return codec_entry(name).make(params, value_codec)
 
 
 def _build_plan(plan: Mapping[str, Any]) -> Codec:
-    from gossipml.codecs.combinators import BySize, ErrorFeedback
-
     stages = plan["stages"]
     value_codec = _make_stage(*stages[1]) if len(stages) == 2 else None
     codec = _make_stage(stages[0][0], stages[0][1], value_codec)
@@ -183,13 +147,13 @@ class CodecConfig:
         object.__setattr__(self, "error_feedback", bool(plan["ef"]))
 
     def _table_spec(self) -> str:
-        if self.name not in STAGES:
-            raise ValueError(f"[codec] name {self.name!r} unknown; allowed: {sorted(STAGES)}")
-        allowed = STAGES[self.name][0]
+        if self.name not in default_registry():
+            raise ValueError(f"name {self.name!r} unknown; allowed: {default_registry().names()}")
+        allowed = codec_entry(self.name).keys
         given = {k: getattr(self, k) for k in _TABLE_KEYS if getattr(self, k) is not None}
         bad = sorted(set(given) - set(allowed))
         if bad:
-            raise ValueError(f"[codec] keys {bad} do not apply to {self.name!r}; "
+            raise ValueError(f"keys {bad} do not apply to {self.name!r}; "
                              f"it takes {list(allowed)}")
         spec = ":".join([self.name, *(f"{k}={v}" for k, v in given.items())])
         if self.values is not None:

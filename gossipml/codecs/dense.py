@@ -8,6 +8,7 @@ import torch
 
 from gossipml.codecs._util import dtype_name, expect_buffers, header, to_buffer, view_buffer
 from gossipml.codecs.base import CodecError, Payload
+from gossipml.codecs.registry import register_codec
 
 __all__ = ["IdentityCodec", "CastCodec", "fp16_codec", "bf16_codec"]
 
@@ -87,3 +88,8 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= int(d)
     return n
+
+
+register_codec("identity", lambda params, values: IdentityCodec())
+register_codec("fp16", lambda params, values: fp16_codec())
+register_codec("bf16", lambda params, values: bf16_codec())

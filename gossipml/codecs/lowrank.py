@@ -9,13 +9,14 @@ their payload carries that codec's name.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from gossipml.codecs._util import (dtype_name, expect_buffers, header, meta_int, to_buffer,
                                    view_buffer, work_dtype)
 from gossipml.codecs.base import Codec, CodecError, Payload
+from gossipml.codecs.registry import codec_entry, register_codec
 from gossipml.ops.lowrank import as_matrix, initial_q, power_step
 
 __all__ = ["LowRankCodec"]
@@ -87,3 +88,18 @@ class LowRankCodec:
         rows, cols = shape[0], math.prod(shape[1:])
         item = 8 if dtype == torch.float64 else 4
         return (rows + cols) * min(self.rank, rows, cols) * item
+
+
+def _make_lowrank(params: Mapping[str, Any], values: Any = None) -> LowRankCodec:
+    """``lowrank`` from spec parameters; ``fallback`` is any registered codec name."""
+    name = str(params.get("fallback", "identity"))
+    try:
+        fallback = codec_entry(name).make({}, None)
+    except ValueError as exc:
+        raise ValueError(f"lowrank: fallback {name!r} is not usable ({exc})") from None
+    return LowRankCodec(int(params.get("rank", 2)), fallback, int(params.get("seed", 0)),
+                        float(params.get("min_gain", 2.0)))
+
+
+register_codec("lowrank", _make_lowrank, keys=("rank", "fallback", "seed", "min_gain"),
+               positional="rank", role="matrix")

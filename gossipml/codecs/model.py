@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import torch
 
 from gossipml.codecs.base import Codec, CodecError, Payload
+from gossipml.codecs.registry import decode_payload
 
 __all__ = ["encode_model", "decode_model", "model_nbytes"]
 
@@ -31,8 +32,6 @@ def decode_model(
     items: Any, device: torch.device | str = "cpu"
 ) -> dict[str, torch.Tensor]:
     """Decode ``(name, payload)`` pairs by each payload's codec; CodecError on any bad one."""
-    from gossipml.codecs.registry import decode_payload
-
     out: dict[str, torch.Tensor] = {}
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str):

@@ -7,13 +7,14 @@ float32 ``lo`` and ``scale`` (``q*``) or per-block float32 mean magnitude (``sig
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from gossipml.codecs._util import (dtype_name, expect_buffers, header, meta_int, to_buffer,
                                    view_buffer, work_dtype)
 from gossipml.codecs.base import CodecError, Payload
+from gossipml.codecs.registry import register_codec
 from gossipml.ops.packing import pack_bits, packed_nbytes, unpack_bits
 from gossipml.ops.quantize import block_dequantize, block_quantize
 
@@ -161,3 +162,19 @@ def _mix(seed: int, step: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
     return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+def _quant_maker(bits: int):
+    """Builder of a ``q<bits>`` codec from spec parameters."""
+    def make(params: Mapping[str, Any], values: Any = None) -> QuantCodec:
+        return QuantCodec(bits, int(params.get("block", 512)), bool(params.get("stochastic", False)),
+                          int(params.get("seed", 0)))
+
+    return make
+
+
+for _name, _bits in QUANT_BITS.items():
+    register_codec(_name, _quant_maker(_bits), keys=("block", "stochastic", "seed"),
+                   positional="block")
+register_codec("sign", lambda params, values: SignCodec(int(params.get("block", 0))),
+               keys=("block",), positional="block")

@@ -9,13 +9,15 @@ buffers follow this codec's own. Decoding gives a dense tensor, zeros where noth
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from gossipml.codecs._util import (dtype_name, header, meta_int, to_buffer,
                                    view_buffer, work_dtype)
 from gossipml.codecs.base import Codec, CodecError, Payload
+from gossipml.codecs.registry import (codec_entry, decode_payload, default_registry,
+                                       register_codec)
 from gossipml.ops.sparse import index_dtype, random_indices, topk_magnitude
 
 __all__ = ["TopKCodec", "RandKCodec", "ThresholdCodec", "resolve_k"]
@@ -58,11 +60,9 @@ class _Sparse:
             if len(buffers) != 1:
                 raise CodecError(f"{self.name}: expected 1 value buffer, got {len(buffers)}")
             return view_buffer(buffers[0], dtype, k, f"{self.name} values").to(device)
-        if not isinstance(vname, str) or vname in ("topk", "randk", "threshold", "lowrank"):
+        if vname not in default_registry() or not codec_entry(vname).encodes_values:
             raise CodecError(f"{self.name}: meta['values'] must be 'raw' or a dense codec name, "
                              f"got {vname!r}")
-        from gossipml.codecs.registry import decode_payload
-
         vmeta = {k2[2:]: v for k2, v in payload.meta.items() if k2.startswith("v.")}
         inner = Payload(vname, dtype_name(dtype), (k,), vmeta, tuple(buffers))
         return decode_payload(inner, device)
@@ -197,3 +197,25 @@ class ThresholdCodec(_Sparse):
     def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
         return self._read_indices(payload, numel, meta_int(payload.meta, "k", 0, numel))
 
+
+def _k_of_n_maker(cls: type[_KOfN]):
+    """Builder of ``topk`` / ``randk`` from spec parameters (``fraction`` or ``count``)."""
+    def make(params: Mapping[str, Any], values: Codec | None = None) -> _KOfN:
+        frac, count = params.get("fraction"), params.get("count")
+        if count is None:
+            frac = 0.01 if frac is None else float(frac)
+            if not 0 < frac <= 1:
+                raise ValueError(f"{cls.name}: fraction must be in (0, 1], got {frac}")
+        elif int(count) < 1:
+            raise ValueError(f"{cls.name}: count must be >= 1, got {count}")
+        return cls(frac, None if count is None else int(count), values, int(params.get("seed", 0)))
+
+    return make
+
+
+for _cls in (TopKCodec, RandKCodec):
+    register_codec(_cls.name, _k_of_n_maker(_cls), keys=("fraction", "count", "seed"),
+                   positional="fraction", count_key="count", role="select")
+register_codec("threshold", lambda params, values: ThresholdCodec(
+    float(params.get("threshold", 1e-3)), values), keys=("threshold",), positional="threshold",
+    role="select")

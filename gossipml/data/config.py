@@ -51,10 +51,10 @@ class DataConfig:
             raise ValueError(f"unknown partition {self.partition!r}; choose one of "
                              f"{list(PARTITIONS)}")
         if self.path is not None and not isinstance(self.path, str):
-            raise ValueError(f"data path must be a string (a folder), got {self.path!r}")
+            raise ValueError(f"path must be a string (a folder), got {self.path!r}")
         if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) \
                 or not self.alpha > 0:
-            raise ValueError(f"data alpha must be > 0 (0.1 very skewed, 100 near uniform), "
+            raise ValueError(f"alpha must be > 0 (0.1 very skewed, 100 near uniform), "
                              f"got {self.alpha!r}")
         if not _is_int(self.shards_per_peer) or self.shards_per_peer < 1:
             raise ValueError(f"shards_per_peer must be an integer >= 1, got {self.shards_per_peer!r}")
@@ -64,7 +64,7 @@ class DataConfig:
         if not _is_int(self.min_samples) or self.min_samples < 0:
             raise ValueError(f"min_samples must be an integer >= 0, got {self.min_samples!r}")
         if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"data seed must be an integer >= 0, got {self.seed!r}")
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.stream and self.dataset not in SYNTHETIC_DATASETS:
             raise ValueError(f"stream = true needs a synthetic dataset "
                              f"{list(SYNTHETIC_DATASETS)}, got dataset {self.dataset!r}")

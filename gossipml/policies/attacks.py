@@ -21,6 +21,9 @@ def check_attack(spec: str) -> None:
     """Raise ValueError unless ``spec`` is empty or one of ``scale:F``, ``nan``, ``noise:S``."""
     if not spec:
         return
+    if not isinstance(spec, str):
+        raise ValueError(f"attack must be a string such as 'scale:100', 'nan' or 'noise:1.0', "
+                         f"got {spec!r}")
     name, _, arg = spec.partition(":")
     if name not in ATTACKS:
         raise ValueError(f"attack {spec!r} unknown; use one of 'scale:100', 'nan', 'noise:1.0'")

@@ -86,10 +86,10 @@ def _parse_peer(token: str, key: str) -> int | None:
     try:
         peer = int(token)
     except ValueError:
-        raise ValueError(f"emulation link key {key!r}: {token!r} is not a peer id or '*'; "
+        raise ValueError(f"links key {key!r}: {token!r} is not a peer id or '*'; "
                          f"write keys like \"0->1\", \"0-1\", \"*->3\"") from None
     if peer < 0:
-        raise ValueError(f"emulation link key {key!r}: peer ids are >= 0")
+        raise ValueError(f"links key {key!r}: peer ids are >= 0")
     return peer
 
 
@@ -102,7 +102,7 @@ def _expand_key(key: str) -> list[tuple[int | None, int | None]]:
         a, b = key.split("-", 1)
         pa, pb = _parse_peer(a, key), _parse_peer(b, key)
         return [(pa, pb), (pb, pa)]
-    raise ValueError(f"emulation link key {key!r} must be \"a->b\" (one way) or \"a-b\" (both)")
+    raise ValueError(f"links key {key!r} must be \"a->b\" (one way) or \"a-b\" (both)")
 
 
 @dataclass(frozen=True)
@@ -122,21 +122,21 @@ class LinkEmulation:
     step_time_s: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_link(self.delay_s, self.jitter_s, self.drop_prob, "emulation ")
+        _check_link(self.delay_s, self.jitter_s, self.drop_prob, "")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"emulation seed must be an integer >= 0, got {self.seed!r}")
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         _check_compute(self.straggler_factor, self.straggler_every_rounds, self.step_time_s)
         if self.straggler_order not in STRAGGLER_ORDERS:
-            raise ValueError(f"emulation straggler_order must be one of {list(STRAGGLER_ORDERS)}, "
+            raise ValueError(f"straggler_order must be one of {list(STRAGGLER_ORDERS)}, "
                              f"got {self.straggler_order!r}")
         table: dict[tuple[int | None, int | None], LinkSpec] = {}
         for key, spec in dict(self.links).items():
             if not isinstance(spec, Mapping) or set(spec) - set(_LINK_KEYS):
-                raise ValueError(f"emulation link {key!r} must be a table with keys from "
+                raise ValueError(f"link {key!r} must be a table with keys from "
                                  f"{list(_LINK_KEYS)}, got {spec!r}")
             merged = {**{k: getattr(self, k) for k in _LINK_KEYS}, **spec}
             _check_link(merged["delay_s"], merged["jitter_s"], merged["drop_prob"],
-                        f"emulation link {key!r}: ")
+                        f"link {key!r}: ")
             for pair in _expand_key(str(key)):
                 table[pair] = LinkSpec(**{k: float(v) for k, v in merged.items()})
         slow = self.compute_slowdown
@@ -144,7 +144,7 @@ class LinkEmulation:
         slowdown: dict[int | None, float] = {}
         for key, factor in slow_map.items():
             if not _in_range(factor, 1.0):
-                raise ValueError(f"emulation compute_slowdown[{key!r}] must be a number >= 1.0 "
+                raise ValueError(f"compute_slowdown[{key!r}] must be a number >= 1.0 "
                                  f"(1.0 = full speed), got {factor!r}")
             slowdown[_parse_peer(str(key), f"compute_slowdown {key!r}")] = float(factor)
         object.__setattr__(self, "_table", table)
@@ -210,13 +210,13 @@ class LinkEmulation:
 
 def _check_compute(factor: float, every_rounds: int, step_time_s: float) -> None:
     if not _in_range(factor, 1.0):
-        raise ValueError(f"emulation straggler_factor must be a number >= 1.0 (1.0 = no "
+        raise ValueError(f"straggler_factor must be a number >= 1.0 (1.0 = no "
                          f"straggler), got {factor!r}")
     if isinstance(every_rounds, bool) or not isinstance(every_rounds, int) or every_rounds < 1:
-        raise ValueError(f"emulation straggler_every_rounds must be an integer >= 1, "
+        raise ValueError(f"straggler_every_rounds must be an integer >= 1, "
                          f"got {every_rounds!r}")
     if not _in_range(step_time_s, 0.0, 60.0):
-        raise ValueError(f"emulation step_time_s must be a number in [0, 60] seconds "
+        raise ValueError(f"step_time_s must be a number in [0, 60] seconds "
                          f"(0 = the real step time), got {step_time_s!r}")
 
 

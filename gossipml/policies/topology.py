@@ -63,13 +63,13 @@ class TopologyConfig:
             raise ValueError(f"unknown topology weights {self.weights!r}; choose one of "
                              f"{list(WEIGHT_SCHEMES)}")
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"topology k must be an integer >= 1, got {self.k!r}")
+            raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
         if self.kind == "ring" and self.k % 2:
             raise ValueError(f"ring k must be even (k/2 neighbours on each side), got k={self.k}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"topology seed must be an integer >= 0, got {self.seed!r}")
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.kind == "edges" and not self.path:
-            raise ValueError("topology kind 'edges' needs path = \"FILE\" "
+            raise ValueError("kind 'edges' needs path = \"FILE\" "
                              "(lines 'a b' or 'a -> b')")
 
 

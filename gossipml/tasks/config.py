@@ -18,7 +18,7 @@ def _is_number(value: object) -> bool:
 
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"task {name} must be an integer >= 1, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,11 @@ class TaskConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of "
                              f"{list(OPTIMIZERS)}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"task lr must be > 0, got {self.lr!r}")
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"task momentum must be in [0, 1), got {self.momentum!r}")
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0:
-            raise ValueError(f"task weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         self._check_schedule()
         for name in ("batch_size", "eval_batch_size", "hidden", "lbfgs_max_iter",
                      "lbfgs_history"):
@@ -75,7 +75,7 @@ class TaskConfig:
         dev = str(self.device)
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:")
                                                     and dev[5:].isdigit())):
-            raise ValueError(f"task device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
 
     @property
     def schedules_lr(self) -> bool:
@@ -87,17 +87,17 @@ class TaskConfig:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of "
                              f"{list(LR_SCHEDULES)}")
         if not _is_number(self.lr_min_factor) or not 0 <= self.lr_min_factor <= 1:
-            raise ValueError(f"task lr_min_factor must be a number in [0, 1], got "
+            raise ValueError(f"lr_min_factor must be a number in [0, 1], got "
                              f"{self.lr_min_factor!r}")
         if not _is_number(self.lr_gamma) or not 0 < self.lr_gamma <= 1:
-            raise ValueError(f"task lr_gamma must be a number in (0, 1], got {self.lr_gamma!r}")
+            raise ValueError(f"lr_gamma must be a number in (0, 1], got {self.lr_gamma!r}")
         marks = list(self.lr_milestones) if isinstance(self.lr_milestones, (list, tuple)) \
             else [self.lr_milestones]
         if any(not _is_number(m) or not 0 < m < 1 for m in marks) or marks != sorted(marks):
-            raise ValueError(f"task lr_milestones must be increasing fractions in (0, 1), got "
+            raise ValueError(f"lr_milestones must be increasing fractions in (0, 1), got "
                              f"{self.lr_milestones!r}")
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in marks))
         for name in ("warmup_steps", "lr_decay_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"task {name} must be an integer >= 0, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
