@@ -10,6 +10,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "gossipml"
 PURE = ["ops", "codecs", "aggregation", "data", "tasks", "topology.py", "pacing.py", "wire.py",
+        "schema.py",
         "emulation.py", "membership.py"]
 FORBIDDEN = {"zmq", "threading", "time"}
 
