@@ -72,10 +72,11 @@ class LowRankCodec:
             raise CodecError(f"lowrank payload needs a non-empty floating matrix, got {shape}")
         rows, cols = shape[0], numel // shape[0]
         rank = meta_int(payload.meta, "rank", 1, min(rows, cols))
-        wire = payload.meta.get("wire")
-        if wire not in ("float32", "float64"):
-            raise CodecError(f"lowrank meta['wire'] must be float32 or float64, got {wire!r}")
-        wdtype = torch.float32 if wire == "float32" else torch.float64
+        wdtype = work_dtype(dtype)  # what the sender computes in: float64 only for float64
+        wire = payload.meta.get("wire") if isinstance(payload.meta, Mapping) else None
+        if wire != dtype_name(wdtype):
+            raise CodecError(f"lowrank meta['wire'] must be {dtype_name(wdtype)} for a {dtype} "
+                             f"tensor, got {wire!r:.40}")
         b_p, b_q = expect_buffers(payload, 2)
         p = view_buffer(b_p, wdtype, rows * rank, "lowrank P").to(device).view(rows, rank)
         q = view_buffer(b_q, wdtype, cols * rank, "lowrank Q").to(device).view(cols, rank)

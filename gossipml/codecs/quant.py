@@ -60,7 +60,7 @@ class QuantCodec:
         bits = QUANT_BITS.get(payload.codec, 0)
         if bits == 0 or not dtype.is_floating_point:
             raise CodecError(f"quant payload {payload.codec!r} / {dtype} is not a q8/q4/q2 float")
-        block = meta_int(payload.meta, "block", 1, 1 << 40)
+        block = _block(payload, numel)
         n_blocks = -(-numel // block)
         b_codes, b_lo, b_scale = expect_buffers(payload, 3)
         packed = view_buffer(b_codes, torch.uint8, packed_nbytes(numel, bits), "codes").to(device)
@@ -129,7 +129,7 @@ class SignCodec:
         dtype, shape, numel = header(payload)
         if not dtype.is_floating_point:
             raise CodecError(f"sign payload must carry a floating dtype, got {dtype}")
-        block = meta_int(payload.meta, "block", 1, 1 << 40)
+        block = _block(payload, numel)
         n_blocks = -(-numel // block)
         b_bits, b_scales = expect_buffers(payload, 2)
         packed = view_buffer(b_bits, torch.uint8, packed_nbytes(numel, 1), "sign bits").to(device)
@@ -142,6 +142,13 @@ class SignCodec:
         """Exact wire bytes: one bit per element + 4 bytes per block."""
         n = math.prod(shape)
         return packed_nbytes(n, 1) + 4 * -(-n // (self.block or max(n, 1)))
+
+
+def _block(payload: Payload, numel: int) -> int:
+    """meta['block'] (an int in [1, 2**40]), clamped to the tensor: a block longer than the
+    tensor is one block (a sender's block=512 on a 10-element bias), and a hostile 2**40 must
+    not size an allocation (it used to: ``repeat_interleave(block)``)."""
+    return min(meta_int(payload.meta, "block", 1, 1 << 40), max(numel, 1))
 
 
 def _block_mean_abs(x: torch.Tensor, block: int) -> torch.Tensor:

@@ -55,7 +55,8 @@ class _Sparse:
     def _decode_values(self, payload: Payload, dtype: torch.dtype, k: int,
                        device: torch.device | str) -> torch.Tensor:
         buffers = payload.buffers[self.n_aux:] if isinstance(payload.buffers, (tuple, list)) else ()
-        vname = payload.meta.get("values")
+        meta = payload.meta if isinstance(payload.meta, Mapping) else {}
+        vname = meta.get("values")
         if vname == _RAW:
             if len(buffers) != 1:
                 raise CodecError(f"{self.name}: expected 1 value buffer, got {len(buffers)}")
@@ -63,21 +64,24 @@ class _Sparse:
         if vname not in default_registry() or not codec_entry(vname).encodes_values:
             raise CodecError(f"{self.name}: meta['values'] must be 'raw' or a dense codec name, "
                              f"got {vname!r}")
-        vmeta = {k2[2:]: v for k2, v in payload.meta.items() if k2.startswith("v.")}
+        vmeta = {k2[2:]: v for k2, v in meta.items() if isinstance(k2, str) and k2.startswith("v.")}
         inner = Payload(vname, dtype_name(dtype), (k,), vmeta, tuple(buffers))
         return decode_payload(inner, device)
 
-    def _dense(self, payload: Payload, idx: torch.Tensor, device: torch.device | str):
+    def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Dense tensor: the sent values at their positions, zeros elsewhere. Every size is
+        checked before anything of ``numel`` is built: ``k <= numel`` and the index and value
+        buffers hold exactly k items, so the only allocation is the tensor itself (plus its
+        positions)."""
         dtype, shape, numel = header(payload)
-        vals = self._decode_values(payload, dtype, idx.numel(), device)
+        k = meta_int(payload.meta, "k", 0, numel)
+        vals = self._decode_values(payload, dtype, k, device)
+        if vals.shape != (k,):
+            raise CodecError(f"{self.name}: values decode to {tuple(vals.shape)}, expected ({k},)")
+        idx = self._positions(payload, numel, k)
         out = torch.zeros(numel, dtype=dtype, device=device)
         out[idx.to(device=device, dtype=torch.int64)] = vals.to(dtype)
         return out.reshape(shape)
-
-    def decode(self, payload: Payload, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Dense tensor: the sent values at their positions, zeros elsewhere."""
-        _, _, numel = header(payload)
-        return self._dense(payload, self._positions(payload, numel), device)
 
     def estimate_nbytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Wire bytes for k raw values and their indices (an estimate when chained)."""
@@ -90,7 +94,7 @@ class _Sparse:
     def _k(self, numel: int) -> int:
         return numel
 
-    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
+    def _positions(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
         raise NotImplementedError
 
     def _read_indices(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
@@ -132,8 +136,8 @@ class TopKCodec(_KOfN):
         return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
                        {"k": k, **meta}, (ibuf, *vbufs)), state
 
-    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
-        return self._read_indices(payload, numel, meta_int(payload.meta, "k", 0, numel))
+    def _positions(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
+        return self._read_indices(payload, numel, k)
 
 
 class RandKCodec(_KOfN):
@@ -155,8 +159,7 @@ class RandKCodec(_KOfN):
         return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
                        {"k": k, "seed": seed, **meta}, vbufs), (step + 1, vstate)
 
-    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
-        k = meta_int(payload.meta, "k", 0, numel)
+    def _positions(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
         seed = meta_int(payload.meta, "seed", 0, (1 << 63) - 1)
         return random_indices(numel, k, seed)
 
@@ -194,8 +197,8 @@ class ThresholdCodec(_Sparse):
         return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
                        {"k": int(idx.numel()), **meta}, (ibuf, *vbufs)), (ref, vstate)
 
-    def _positions(self, payload: Payload, numel: int) -> torch.Tensor:
-        return self._read_indices(payload, numel, meta_int(payload.meta, "k", 0, numel))
+    def _positions(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
+        return self._read_indices(payload, numel, k)
 
 
 def _k_of_n_maker(cls: type[_KOfN]):

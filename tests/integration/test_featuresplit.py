@@ -77,12 +77,13 @@ def test_missing_partial_raises_after_timeout(zmq_context):
         # and a round both peers take part in gives both the same, exact sum
         z1 = peers[1].partial(peers[1].x, peers[1].weight + 1.0, None)
         got: dict = {}
-        other = threading.Thread(target=lambda: got.update(r1=peers[1].exchange(1, z1, {"a": 1})))
+        other = threading.Thread(
+            target=lambda: got.update(r1=peers[1].exchange(1, z1, {"w_sq": 1.0})))
         other.start()
-        total, infos = peers[0].exchange(1, z, {"a": 0})
+        total, infos = peers[0].exchange(1, z, {"w_sq": 0.0})
         other.join(5.0)
         assert torch.equal(total, z + z1) and torch.equal(got["r1"][0], total)
-        assert infos == [{"a": 0}, {"a": 1}]
+        assert infos == [{"w_sq": 0.0}, {"w_sq": 1.0}]  # partial info follows its schema
     finally:
         for p in peers:
             p.close()

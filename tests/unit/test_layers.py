@@ -45,7 +45,7 @@ TOP = 7
 LAYERS = {"errors": 0,
           "ops": OPS,
           "codecs": PURE, "aggregation": PURE, "data": PURE, "tasks": PURE, "policies": PURE,
-          "wire": PURE,
+          "wire": PURE, "schema": PURE,
           "events": 4, "comm": 4,
           "config": 5,
           "peer": 6, "featuresplit": 6,

@@ -14,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gossipml.codecs.base import Payload
-from gossipml.wire import (DTYPE_ITEMSIZE, KINDS, MAX_HEADER_BYTES, MAX_RANK, REASONS, WIRE_VERSION,
-                           Message, WireError, dtype_itemsize, message_nbytes, pack, unpack)
+from gossipml.schema import SCHEMAS, check_info
+from gossipml.wire import (DTYPE_ITEMSIZE, KINDS, MAX_HEADER_BYTES, MAX_RANK, MAX_TENSORS, REASONS,
+                           WIRE_VERSION, Message, WireError, dtype_itemsize, message_nbytes, pack,
+                           unpack)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,8 +33,21 @@ def _nest(inner: st.SearchStrategy) -> st.SearchStrategy:
                      st.dictionaries(st.text(max_size=6), inner, max_size=3))
 
 
-valid_values = _nest(_nest(_nest(scalars)))  # within MAX_VALUE_DEPTH inside info/meta
-str_maps = st.dictionaries(st.text(max_size=8), valid_values, max_size=4)
+# a codec meta: str keys -> scalars or flat lists of scalars
+str_maps = st.dictionaries(st.text(min_size=1, max_size=8),
+                           st.one_of(scalars, st.lists(scalars, max_size=4)), max_size=4)
+#: One good info map per kind (tests/unit/test_schema.py checks every field in depth).
+GOOD_INFO = {
+    "model": [{}, {"num_samples": 10}, {"num_samples": 0, "pulled": True, "seq": 3}],
+    "delta": [{"num_samples": 5, "seq": 0, "keyframe": True}, {"seq": 9, "refresh": True}],
+    "heartbeat": [{"done": False, "hears": [0, 2]},
+                  {"done": True, "hears": [], "address": "tcp://127.0.0.1:5555"}],
+    "pull": [{}],
+    "view": [{"entries": [[1, "tcp://h:1", 0.5]], "reply": False, "address": "ipc:///tmp/x"}],
+    "ack": [{"shm_release": {"name": "gml-1-2-0123abcd", "gen": 4}}, {"done": True}],
+    "hello": [{"heard_all": False, "x_sq_norm": 2.5}],
+    "partial": [{"w_sq": 1.0, "g_sq": float("inf"), "dot": -0.5}, {}],
+}
 names = st.text(st.characters(codec="ascii", categories=["L", "N", "P"]), min_size=1, max_size=20)
 
 
@@ -56,14 +71,15 @@ def messages(draw) -> Message:
     """Any valid message: kind, ids, distinct tensor names, an info map."""
     tensor_names = draw(st.lists(names, max_size=4, unique=True))
     tensors = tuple((n, draw(payloads())) for n in tensor_names)
-    return Message(draw(st.sampled_from(sorted(KINDS))), draw(st.integers(0, 2**31 - 1)),
-                   draw(st.integers(0, 2**62 - 1)), tensors, draw(str_maps))
+    kind = draw(st.sampled_from(sorted(KINDS)))
+    return Message(kind, draw(st.integers(0, 2**31 - 1)), draw(st.integers(0, 2**62 - 1)),
+                   tensors, draw(st.sampled_from(GOOD_INFO[kind])))
 
 
 def assert_same(got: Message, want: Message) -> None:
     """Field-by-field equality, buffers compared by their bytes."""
-    assert (got.kind, got.sender, got.round, got.info) == (want.kind, want.sender, want.round,
-                                                           want.info)
+    assert (got.kind, got.sender, got.round) == (want.kind, want.sender, want.round)
+    assert got.info == check_info(want.kind, want.info)  # normalised
     assert [n for n, _ in got.tensors] == [n for n, _ in want.tensors]
     for (_, p), (_, q) in zip(got.tensors, want.tensors):
         assert (p.codec, p.dtype, p.shape, p.meta) == (q.codec, q.dtype, q.shape, q.meta)
@@ -233,14 +249,18 @@ def test_header_field_checks():
         "missing_field": [dict(v=None), dict(kind=None), dict(tensors=None)],
         "bad_kind": [dict(kind="gossip"), dict(kind=3)],
         "unknown_field": [dict(extra=1)],
+        "bad_info": [dict(info=[1]), dict(info={1: 2}), dict(info={"x": [[[[[1]]]]]}),
+                     dict(info={"num_samples": "x"}), dict(info={"num_samples": 2**62})],
         "bad_field": [dict(sender=-1), dict(sender=True), dict(sender=2**31), dict(round=1.0),
-                      dict(info=[1]), dict(info={1: 2}), dict(tensors={}),
+                      dict(tensors={}),
                       dict(tensors=[t0[:5]] + h["tensors"][1:]),
                       dict(tensors=[[t0[0], "complex64", *t0[2:]]] + h["tensors"][1:]),
                       dict(tensors=[[t0[0], t0[1], [1] * (MAX_RANK + 1), *t0[3:]]]),
                       dict(tensors=[[t0[0], t0[1], [-3, 4], *t0[3:]]]),
                       dict(tensors=[["", *t0[1:]]]), dict(tensors=[[*t0[:5], [-1]]]),
-                      dict(info={"x": [[[[[1]]]]]})],
+                      dict(tensors=[[*t0[:4], {"x": [[1]]}, t0[5]]]),
+                      dict(tensors=[[*t0[:4], {"x": [0] * 33}, t0[5]]]),
+                      dict(tensors=[[*t0[:4], {str(i): 0 for i in range(33)}, t0[5]]])],
         "duplicate_tensor": [dict(tensors=[t0, t0])],
     }
     for reason, changes in cases.items():
@@ -280,8 +300,10 @@ def test_pack_refuses_what_unpack_would():
         (Message("model", -1, 0), "bad_field"),
         (Message("model", 0, 0, (("w", p), ("w", p))), "duplicate_tensor"),
         (Message("model", 0, 0, (("w", Payload("identity", "complex64", (1,))),)), "bad_field"),
-        (Message("model", 0, 0, info={"x": object()}), "bad_field"),
-        (Message("model", 0, 0, info={"x": 2**70}), "bad_field"),
+        (Message("model", 0, 0, info={"x": object()}), "bad_info"),
+        (Message("model", 0, 0, info={"num_samples": 2**70}), "bad_info"),
+        (Message("heartbeat", 0, 0, info={"hears": 3}), "bad_info"),
+        (Message("release", 0, 0), "bad_kind"),  # a shm release is an ack with shm_release
         (Message("model", 0, 0, (("w", Payload("identity", "float32", (2,), {},
                                                  (np.zeros((4, 4), np.uint8)[:, 0],))),)),
          "bad_field"),  # a strided buffer
@@ -303,3 +325,41 @@ def test_docs_name_every_reason_and_the_version():
     missing = [r for r in sorted(REASONS) if f"`{r}`" not in doc]
     assert not missing, f"docs/wire.md does not document {missing}"
     assert f"version {WIRE_VERSION}" in doc.lower() or f"v{WIRE_VERSION}" in doc
+
+
+def _hostile_headers() -> dict[str, bytes]:
+    """~4 MiB headers of empty lists (1 byte each, ~64 bytes as Python lists) in every place."""
+    n = (MAX_HEADER_BYTES - 256) // 60010
+
+    def head(**kw) -> dict:
+        return {"v": 1, "kind": "model", "sender": 1, "round": 0, "info": {}, "tensors": [], **kw}
+
+    return {
+        "info": msgpack.packb(head(info={f"k{i}": [[]] * 60000 for i in range(n)})),
+        "meta": msgpack.packb(head(tensors=[[str(i), "float32", [1], "identity",
+                                             {"m": [[]] * 60000}, [4]] for i in range(n)])),
+        "unknown key": msgpack.packb({**head(), "x": [[[]] * 60000] * n}),
+        "not a map": msgpack.packb([[[]] * 60000] * n),
+        "many entries": msgpack.packb(head(tensors=[[str(i), "bool", [], "q", {}, []]
+                                                    for i in range(MAX_TENSORS + 1)])),
+    }
+
+
+def test_hostile_headers_cost_little_memory():
+    """Before the bounded decoding each of these peaked at ~256 MiB of Python objects (and the
+    info one was accepted); now each is refused at a few MiB (docs/wire.md, 'Memory')."""
+    import tracemalloc
+
+    for where, frame in _hostile_headers().items():
+        assert len(frame) > 100_000
+        tracemalloc.start()
+        try:
+            refused([frame])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 2**20, (where, peak)
+
+
+def test_kinds_are_the_schema_kinds():
+    assert KINDS == set(SCHEMAS) and "release" not in KINDS
