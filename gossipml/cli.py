@@ -182,21 +182,30 @@ def _cmd_peer(args: argparse.Namespace) -> int:
     import torch
     import zmq
 
-    from gossipml.config import load_experiment
+    from gossipml.config import ConfigError, load_experiment
     from gossipml.peer import Peer
     from gossipml.launch.local import task_aggregation_context
     from gossipml.comm.security import curve_for
     from gossipml.tasks import build_task
 
+    cfg = load_experiment(args.experiment)
+    if cfg.run.mode == "threads":
+        raise ConfigError('[run] mode = "threads" runs every peer inside one process: start it '
+                          'with gossipml run, or set [run] mode = "processes" to run one peer '
+                          'per gossipml peer')
     peer_id, peers, bind, device = _peer_layout(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s peer {peer_id} %(levelname)s %(name)s: %(message)s")
-    cfg = load_experiment(args.experiment)
+    events = args.events or f"events/peer-{peer_id}.jsonl"
+    if cfg.run.mode == "feature_split":
+        from gossipml.featuresplit.process import run_peer_process
+
+        run_peer_process(cfg, peer_id, peers, events_path=events, bind=bind, device=device)
+        return 0
     torch.set_num_threads(cfg.run.torch_threads)
     task_cfg = cfg.task if device is None else _with_device(cfg.task, device)
     torch.manual_seed(cfg.run.seed + peer_id)
     task = build_task(task_cfg, cfg.data, peer_id, len(peers), cfg.run.seed)
-    events = args.events or f"events/peer-{peer_id}.jsonl"
     context = zmq.Context()
     curve = curve_for(cfg, peer_id, context)  # the ZAP handler runs before the ROUTER binds
     try:

@@ -26,6 +26,7 @@ from gossipml.policies.emulation import LinkEmulation
 from gossipml.policies.pacing import PacingConfig
 from gossipml.comm.config import TransportConfig
 from gossipml.errors import ConfigError
+from gossipml.featuresplit.config import check_feature_split
 from gossipml.peer.config import PeerConfig
 from gossipml.policies.membership import MembershipConfig
 from gossipml.policies.topology import TopologyConfig
@@ -109,6 +110,7 @@ class ExperimentConfig:
         if self.pacing.stale_correction and self.aggregation.rule == "admm":
             raise ConfigError("[pacing] stale_correction does not apply to [aggregation] rule = "
                               '"admm" (ADMM keeps its own per-neighbour duals and versions)')
+        check_feature_split(self)  # honour or refuse every key (featuresplit/config.py)
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "ExperimentConfig":

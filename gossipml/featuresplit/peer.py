@@ -13,8 +13,9 @@ Objective (the same on every peer and for the single-machine reference)::
 
     F(W, b) = mean_i loss(W x_i + b, y_i) + (lam / 2) |W|_F^2,   lam = [task] weight_decay
 
-Schedule: ``[peer] rounds`` minibatch SGD steps (``[task] lr``, ``batch_size``; every peer draws the
-same indices from ``seed + step``), then accelerated full-batch gradient descent (Nesterov with
+Schedule: ``[peer] rounds`` minibatch SGD steps (``[task] lr``, ``momentum`` as in
+``torch.optim.SGD``: ``v = mu v + g``, ``w -= lr v``, ``batch_size``; every peer draws the same
+indices from ``seed + step``), then accelerated full-batch gradient descent (Nesterov with
 FISTA momentum and the gradient restart of O'Donoghue & Candes, "Adaptive Restart for Accelerated
 Gradient Schemes", 2015) with step ``1 / L``, ``L = c sum_p |X_p|_2^2 / n + lam`` (``c`` = 1/2
 for softmax cross-entropy, 1 otherwise), until the gradient norm falls below ``grad_tol``. Scalars
@@ -37,6 +38,7 @@ import torch
 from gossipml.codecs import build_codec, decode_model, encode_model
 from gossipml.codecs.base import CodecError
 from gossipml.events import EventLog
+from gossipml.comm.addresses import bind_address
 from gossipml.comm.config import TransportConfig
 from gossipml.tasks import loss_function
 from gossipml.comm.transport import Outgoing, Transport
@@ -107,7 +109,8 @@ class FeatureSplitPeer:
     def __init__(self, peer_id: int, addresses: Mapping[int, str], x_block: torch.Tensor,
                  y: torch.Tensor, outputs: int, *, model: str, num_classes: int, lam: float,
                  seed: int, timeout_s: float, transport: TransportConfig,
-                 context: Any = None, events_path: str | Path | None = None) -> None:
+                 context: Any = None, events_path: str | Path | None = None,
+                 bind: str | None = None, curve: Any = None) -> None:
         self.id, self.n_peers = peer_id, len(addresses)
         self.others = [j for j in sorted(addresses) if j != peer_id]
         self.x, self.y = x_block, y
@@ -121,9 +124,9 @@ class FeatureSplitPeer:
         self.rejected: dict[str, int] = {}
         self.events = EventLog(events_path, peer_id)
         self._codec = build_codec("identity")
-        self.transport = Transport(peer_id, addresses[peer_id],
+        self.transport = Transport(peer_id, bind or bind_address(addresses[peer_id]),
                                    {j: addresses[j] for j in self.others}, transport,
-                                   self._on_frames, context=context)
+                                   self._on_frames, context=context, curve=curve)
 
     # ---- communication ------------------------------------------------------------------
     def _on_frames(self, sender_hint: int | None, frames: list) -> None:
@@ -221,10 +224,13 @@ def _emit_round(peer: FeatureSplitPeer, rnd: int, phase: str, loss: float, **ext
                      send_dropped=s.send_dropped, rejected=sum(peer.rejected.values()), **extra)
 
 
-def _sgd_phase(peer: FeatureSplitPeer, steps: int, lr: float, batch_size: int,
+def _sgd_phase(peer: FeatureSplitPeer, steps: int, lr: float, momentum: float, batch_size: int,
                log_every: int) -> int:
-    """Minibatch SGD; every peer draws the same indices from ``(seed, step)``. Returns rounds."""
+    """Minibatch SGD with heavy-ball momentum (``torch.optim.SGD``'s form, no dampening); every
+    peer draws the same indices from ``(seed, step)``. Returns the rounds taken."""
     b = min(batch_size, peer.n)
+    v_w = torch.zeros_like(peer.weight)
+    v_b = None if peer.bias is None else torch.zeros_like(peer.bias)
     for step in range(steps):
         idx = torch.as_tensor(np.random.default_rng([peer.seed, step]).choice(peer.n, b, False))
         xb, yb = peer.x[idx], peer.y[idx]
@@ -232,9 +238,11 @@ def _sgd_phase(peer: FeatureSplitPeer, steps: int, lr: float, batch_size: int,
                                  {"w_sq": float(peer.weight.pow(2).sum())})
         loss, g_z = peer.margin_grad(z, yb)
         gw, gb = peer.block_grads(xb, g_z, peer.weight)
-        peer.weight -= lr * gw
-        if peer.bias is not None:
-            peer.bias -= lr * gb
+        v_w.mul_(momentum).add_(gw)
+        peer.weight -= lr * v_w
+        if peer.bias is not None and v_b is not None:
+            v_b.mul_(momentum).add_(gb)
+            peer.bias -= lr * v_b
         if step % log_every == 0 or step == steps - 1:
             _emit_round(peer, step, "sgd", loss + 0.5 * peer.lam * sum(i["w_sq"] for i in infos))
     return steps
@@ -277,7 +285,8 @@ def _full_batch_phase(peer: FeatureSplitPeer, first_round: int, max_rounds: int,
     return rnd + 1
 
 
-def train_peer(peer: FeatureSplitPeer, *, sgd_steps: int, lr: float, batch_size: int,
+def train_peer(peer: FeatureSplitPeer, *, sgd_steps: int, lr: float, momentum: float,
+               batch_size: int,
                max_full_rounds: int, grad_tol: float, x_test: torch.Tensor,
                y_test: torch.Tensor, startup_timeout_s: float, log_every: int = 10
                ) -> dict[str, Any]:
@@ -285,7 +294,7 @@ def train_peer(peer: FeatureSplitPeer, *, sgd_steps: int, lr: float, batch_size:
     and one on the test data (accuracy); logs ``round`` events and a ``final`` event."""
     peer.handshake(startup_timeout_s)
     peer.events.emit("start", neighbors=peer.others)
-    rnd = _sgd_phase(peer, sgd_steps, lr, batch_size, log_every)
+    rnd = _sgd_phase(peer, sgd_steps, lr, momentum, batch_size, log_every)
     rnd = _full_batch_phase(peer, rnd, max_full_rounds, grad_tol, log_every)
     z, infos = peer.exchange(rnd, peer.partial(peer.x, peer.weight, peer.bias),
                              {"w_sq": float(peer.weight.pow(2).sum())})

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
 
-from gossipml.config import ExperimentConfig
+from gossipml.config import ConfigError, ExperimentConfig
 from gossipml.events import read_events
 from gossipml.featuresplit.peer import FeatureSplitPeer, PartialTimeout
+from gossipml.featuresplit.process import make_peer, run_peer_process
+from gossipml.featuresplit.problem import load_problem
 from gossipml.featuresplit.run import run_feature_split
 from gossipml.launch.local import feature_split_run
 from gossipml.launch.results import events_path
@@ -17,9 +20,11 @@ from gossipml.comm.config import TransportConfig
 
 
 def _cfg(**tables) -> ExperimentConfig:
-    base = {"run": {"n_peers": 3, "deadline_s": 60}, "peer": {"rounds": 10},
-            "task": {"model": "logreg", "weight_decay": 0.01, "lr": 0.5, "batch_size": 32},
-            "pacing": {"timeout_s": 10.0}}
+    base = {"run": {"n_peers": 3, "deadline_s": 60, "mode": "feature_split"},
+            "peer": {"rounds": 10},
+            "task": {"model": "logreg", "weight_decay": 0.01, "lr": 0.5, "batch_size": 32,
+                     "momentum": 0.0},
+            "pacing": {"timeout_s": 10.0, "mode": "sync"}, "topology": {"kind": "full"}}
     for key, sub in tables.items():
         base[key] = {**base.get(key, {}), **sub}
     return ExperimentConfig().replace(**base)
@@ -57,12 +62,12 @@ def test_least_squares_on_synthetic_regression(tmp_path):
 
 
 def test_missing_partial_raises_after_timeout(zmq_context):
-    # Prepare: two peers that shake hands; then only peer 0 sends a round
+    # Prepare: two peers built from a config with [pacing] timeout_s = 0.3 shake hands; then only
+    # peer 0 sends a round
+    cfg = _cfg(run={"n_peers": 2}, pacing={"timeout_s": 0.3})
+    problem = load_problem(cfg, 2)
     addrs = {0: "inproc://fsplit-t-0", 1: "inproc://fsplit-t-1"}
-    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
-    peers = [FeatureSplitPeer(i, addrs, x[:, 2 * i:2 * i + 2], y, 3, model="logreg",
-                              num_classes=3, lam=0.0, seed=0, timeout_s=0.3,
-                              transport=TransportConfig(), context=zmq_context) for i in (0, 1)]
+    peers = [make_peer(cfg, problem, i, addrs, context=zmq_context) for i in (0, 1)]
     for p in peers:
         p.transport.start()
     try:
@@ -71,8 +76,8 @@ def test_missing_partial_raises_after_timeout(zmq_context):
         peers[0].handshake(5.0)
         other.join(5.0)
         z = peers[0].partial(peers[0].x, peers[0].weight, peers[0].bias)
-        # Execute / Assert: the error names the silent peer
-        with pytest.raises(PartialTimeout, match=r"peer\(s\) \[1\]"):
+        # Execute / Assert: the error names the silent peer, after the configured timeout
+        with pytest.raises(PartialTimeout, match=r"peer\(s\) \[1\] after 0.3 s"):
             peers[0].exchange(0, z, {})
         # and a round both peers take part in gives both the same, exact sum
         z1 = peers[1].partial(peers[1].x, peers[1].weight + 1.0, None)
@@ -89,11 +94,26 @@ def test_missing_partial_raises_after_timeout(zmq_context):
             p.close()
 
 
-def test_non_linear_model_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="linear model"):
-        run_feature_split(_cfg(task={"model": "mlp"}), tmp_path)
+def test_non_linear_model_is_refused():
+    with pytest.raises(ConfigError, match="linear model"):
+        _cfg(task={"model": "mlp"})
 
 
-def test_lr_schedule_is_refused_not_ignored(tmp_path):
-    with pytest.raises(ValueError, match="lr_schedule"):
-        run_feature_split(_cfg(task={"lr_schedule": "cosine"}), tmp_path)
+def test_lr_schedule_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="lr_schedule = 'cosine'.*accelerated full-batch"):
+        _cfg(task={"lr_schedule": "cosine"})
+
+
+def test_curve_is_refused_by_the_threads_runner(tmp_path):
+    with pytest.raises(ConfigError, match="curve_keys_dir.*gossipml peer"):
+        run_feature_split(_cfg(transport={"curve_keys_dir": str(tmp_path)}), tmp_path)
+
+
+def test_startup_timeout_bounds_the_wait_for_absent_peers(tmp_path):
+    # peer 1 never starts: peer 0 gives up after [peer] startup_timeout_s, naming it
+    cfg = _cfg(run={"n_peers": 2}, peer={"startup_timeout_s": 0.5})
+    t0 = time.monotonic()
+    with pytest.raises(PartialTimeout, match=r"peers \[1\] not ready after 0.5 s"):
+        run_peer_process(cfg, 0, {0: "inproc://fsplit-alone-0", 1: "inproc://fsplit-alone-1"},
+                         events_path=tmp_path / "events" / "peer-0.jsonl")
+    assert time.monotonic() - t0 < 5.0
