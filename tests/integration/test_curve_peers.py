@@ -236,3 +236,44 @@ def test_allow_listed_key_claiming_another_id_is_rejected_while_peers_train(tmp_
         assert accuracy > 0.85, f"peer {i} accuracy {accuracy}: a forged model got merged"
         weights = torch.cat([p.detach().flatten() for p in tasks[i].model.parameters()])
         assert weights.abs().max() < 100
+
+
+def test_swarm_with_curve_seeds_dial_by_seed_key_and_speak_as_their_own_id(tmp_path):
+    """Membership mode under CURVE: peers know only the seed's address and its seed-0.key; they
+    find each other, and every message is credited to its key's peer id (no rejections)."""
+    keys_dir = tmp_path / "keys"
+    n = 3
+    assert main(["keys", str(keys_dir), *[f"peer-{i}" for i in range(n)], "--allow"]) == 0
+    allowed = keys_dir / "allowed"
+    (allowed / "seed-0.key").write_bytes((allowed / "peer-0.key").read_bytes())
+    addresses = loopback_peers(n)
+    cfg = ExperimentConfig.from_dict({
+        "membership": {"enabled": True, "seeds": [addresses[0]], "shuffle_interval_s": 0.1,
+                       "dead_after_s": 5.0, "fanout": 2},
+        "pacing": {"mode": "async", "interval_steps": 1, "dead_after_s": 5.0},
+        "peer": {"startup_timeout_s": 20.0},
+        "transport": {"curve_keys_dir": str(keys_dir), "shm": False}})
+    ctxs = [zmq.Context() for _ in range(n)]
+    curves = [curve_for(cfg, i, ctxs[i]) for i in range(n)]
+    peers = []
+    try:
+        peers = [Peer(torch.nn.Linear(4, 2), cfg, id=i, peers={i: addresses[i]},
+                      context=ctxs[i], curve=curves[i]).start() for i in range(n)]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(len(p.swarm.live()) < n - 1 for p in peers):
+            time.sleep(0.1)
+        assert [sorted(p.swarm.live()) for p in peers] == [[1, 2], [0, 2], [0, 1]]
+        merged: dict[int, set] = {i: set() for i in range(n)}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(len(m) < n - 1 for m in merged.values()):
+            for p in peers:
+                merged[p.id] |= set((p.step() or {}).get("merged", ()))
+            time.sleep(0.02)
+        assert merged == {0: {1, 2}, 1: {0, 2}, 2: {0, 1}}
+        assert [p.stats()["rejected"] for p in peers] == [0] * n
+    finally:
+        for p in peers:
+            p.close()
+        for curve, ctx in zip(curves, ctxs):
+            curve.stop()
+            ctx.term()
