@@ -85,7 +85,7 @@ def _private_folder(key_dir: Path) -> None:
 
 
 def _write_certificate(path: Path, public: bytes, secret: bytes | None) -> None:
-    """Write a certificate file, created with O_EXCL at its final mode (0600 secret, 0644 public)."""
+    """Write a certificate file, created (O_EXCL) at its final mode: 0600 secret, 0644 public."""
     kind, advice = (("**Secret**", "DO NOT PROVIDE THIS FILE TO OTHER USERS nor widen its mode.")
                     if secret else ("Public", "Copy this file into other peers' allowed/ folder."))
     text = _BANNER.format(now=datetime.datetime.now(), kind=kind, advice=advice)
@@ -216,7 +216,7 @@ class CountingAuthenticator(ThreadAuthenticator):
         self.set_allowed_keys(allowed)
 
     def set_allowed_keys(self, allowed: Mapping[bytes, int]) -> None:
-        """Replace the allow-list (Z85 public key -> peer id); takes effect for the next handshake."""
+        """Replace the allow-list (Z85 public key -> peer id) for the next handshakes."""
         if not isinstance(allowed, Mapping):
             raise TypeError("the allow-list maps each Z85 public key to its peer id; build it with "
                             "load_allowed_ids(folder)")
@@ -224,7 +224,7 @@ class CountingAuthenticator(ThreadAuthenticator):
         self.certs["*"] = {k: True for k in self._ids}
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        """The ZAP user id of an accepted key: its peer id in decimal ("" if it just left the list)."""
+        """The ZAP user id of an accepted key: its peer id in decimal ("" if it left the list)."""
         peer_id = self._ids.get(z85.encode(client_public_key))
         return "" if peer_id is None else str(peer_id)
 
@@ -242,7 +242,8 @@ class CountingAuthenticator(ThreadAuthenticator):
         return allowed, reason
 
 
-def start_authenticator(context: zmq.Context, allowed: Mapping[bytes, int]) -> CountingAuthenticator:
+def start_authenticator(context: zmq.Context,
+                        allowed: Mapping[bytes, int]) -> CountingAuthenticator:
     """Start the ZAP handler of ``context``; stop it with ``.stop()`` before the context ends."""
     if not allowed:
         raise ValueError("the allow-list is empty: every peer would be refused; "
@@ -274,9 +275,10 @@ class CurveSetup:
     """CURVE for one peer: its key pair, its allow-list and the ZAP handler of its context.
 
     Layout of ``keys_dir``: ``peer-<id>.key_secret`` (this peer's pair), ``allowed/peer-<j>.key``
-    (the allow-list: peer j's key, which may speak only as j; also j's server key). A seed dealer (negative
-    id ``-k-1``, id not known yet) uses ``allowed/seed-<k>.key``. The authenticator starts here,
-    so build this before the peer's ROUTER binds; call :meth:`stop` before the context ends.
+    (the allow-list: peer j's key, which may speak only as j; also j's server key). A seed dealer
+    (negative id ``-k-1``, id not known yet) uses ``allowed/seed-<k>.key``, which grants nothing.
+    The authenticator starts here, so build this before the peer's ROUTER binds; call
+    :meth:`stop` before the context ends.
     """
 
     def __init__(self, keys_dir: str | Path, peer_id: int, context: zmq.Context) -> None:
