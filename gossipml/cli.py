@@ -248,13 +248,16 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _cmd_keys(args: argparse.Namespace) -> int:
     import shutil
 
-    from gossipml.comm.security import ALLOWED_DIR, generate_keypair
+    from gossipml.comm.security import ALLOWED_DIR, generate_keypair, is_allow_list_name
 
     folder = Path(args.dir)
+    if args.allow:
+        bad = [n for n in args.names if not is_allow_list_name(f"{n}.key")]
+        if bad:
+            raise ValueError(f"--allow names must be peer-<id> (the id that key speaks as) or "
+                             f"seed-<k>; got {bad}")
     for name in args.names:
-        if (folder / f"{name}.key_secret").exists():
-            raise ValueError(f"{folder / (name + '.key_secret')} exists; remove it first")
-        public, secret = generate_keypair(folder, name)
+        public, secret = generate_keypair(folder, name)  # secret: mode 0600 from its creation
         print(f"{secret} (secret, keep on that peer)  {public} (public)")
         if args.allow:
             (folder / ALLOWED_DIR).mkdir(exist_ok=True)

@@ -5,6 +5,12 @@ on the peer's address for everything inbound, and a DEALER per neighbour for eve
 Other threads talk to it through a queue and a wake-up pipe; nothing they call blocks on the
 network. High-water marks, ``MAXMSGSIZE``, linger, send timeouts and ``IMMEDIATE`` (no queueing
 for a neighbour that is not connected, so a dead neighbour cannot pin memory) are always set.
+
+The sender handed inbound is, under CURVE, the peer id bound to the sender's key (a message
+without one is dropped, ``errors["unauthenticated"]``); in the clear, the id its routing id claims
+(as untrusted as the header). Routing ids carry no authority: each DEALER's is fresh
+(``gml:<id>:<random>``) and there is no ``ROUTER_HANDOVER``, so a second connection presenting a
+connected peer's id is ignored, never handed its link, while a restarted peer is heard at once.
 """
 
 from __future__ import annotations
@@ -33,17 +39,18 @@ log = logging.getLogger("gossipml.comm.transport")
 InboundHandler = Callable[[int | None, list], None]
 
 
-def routing_id(peer_id: int) -> bytes:
-    """The DEALER routing id a peer announces itself with: ``b"gml:<id>"``."""
-    return b"gml:%d" % peer_id
+def routing_id(peer_id: int, nonce: bytes | None = None) -> bytes:
+    """A DEALER routing id, ``b"gml:<id>:<nonce>"``: the nonce (random hex unless given) makes
+    every connection's id unique, so none collides with, or takes over, another's."""
+    return b"gml:%d:%s" % (peer_id, nonce if nonce is not None else os.urandom(8).hex().encode())
 
 
 def parse_routing_id(ident: bytes) -> int | None:
-    """Peer id from a routing id, or None for a socket that is not a gossipml DEALER."""
-    if not ident.startswith(b"gml:") or len(ident) > 24:
+    """The (unauthenticated) peer id in a routing id ``gml:<id>[:<nonce>]``; None for others."""
+    if not ident.startswith(b"gml:") or len(ident) > 64:
         return None
     try:
-        return int(ident[4:])
+        return int(ident[4:].split(b":", 1)[0])
     except ValueError:
         return None
 
@@ -265,7 +272,7 @@ class Transport:
         sock.setsockopt(zmq.RCVHWM, self.config.recv_hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its routing id back
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)  # a duplicate routing id never takes a link over
         if self._curve is not None:
             self._curve.setup_server(sock)  # type: ignore[attr-defined]
         sock.bind(self._bind)
@@ -306,16 +313,25 @@ class Transport:
                 frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            ident, body = frames[0].bytes, frames[1:]
+            body = frames[1:]
             nbytes = sum(len(f) for f in body)
             self.stats.messages_received += 1
             self.stats.bytes_received += nbytes
-            sender = parse_routing_id(ident)
+            sender = self._sender_of(frames)
+            if sender is None and self._curve is not None:
+                self._count_error("unauthenticated")  # no key-bound id: believe nothing of it
+                continue
             if nbytes > self.config.max_message_bytes:
                 self.stats.oversized += 1
                 self._on_frames(sender, [])  # the handler counts an empty message as too large
                 continue
             self._on_frames(sender, body)
+
+    def _sender_of(self, frames: list) -> int | None:
+        """The sender's peer id: bound to its key under CURVE, else its routing id's claim."""
+        if self._curve is not None:
+            return self._curve.authenticated_sender(frames[-1])  # type: ignore[attr-defined]
+        return parse_routing_id(frames[0].bytes)
 
     def _run_commands(self, dealers: dict[int, zmq.Socket], pending: list) -> None:
         while True:

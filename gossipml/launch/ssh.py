@@ -1,6 +1,9 @@
 """Start one ``gossipml peer`` per slot of a hosts file over plain ``ssh`` (a handful of machines).
 
-Hosts file: one host per line, ``[user@]host [slots=N]``; ``#`` starts a comment. Slots get peer
+Hosts file: one host per line, ``[user@]host [slots=N]``; ``#`` starts a comment. A target is
+checked whole against a strict character set (user: letters, digits, ``._-``; host: letters,
+digits, ``.-``, neither starting with ``-``), so no line can smuggle an ssh option such as
+``-oProxyCommand=...`` or a shell character; ``--`` ends ssh's options before it. Slots get peer
 ids in file order; slot ``s`` of a host listens on ``base_port + s``. The peer file (the same on
 every host: a shared folder, or copy it first) says who is where; :func:`peer_entries_for_hosts`
 makes one from the hosts file. Building the command lines is pure; :func:`run_commands` runs them
@@ -9,6 +12,7 @@ with ``subprocess`` and a timeout.
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import time
@@ -19,10 +23,24 @@ from typing import Sequence
 from gossipml.launch.peersfile import PeerEntry
 
 __all__ = ["HostSlot", "SshCommand", "parse_hosts", "load_hosts", "peer_entries_for_hosts",
-           "build_ssh_commands", "run_commands", "DEFAULT_SSH_OPTIONS"]
+           "build_ssh_commands", "run_commands", "DEFAULT_SSH_OPTIONS", "check_target"]
 
 #: Never prompt, fail fast on an unreachable host, and stop the remote peer when ssh dies.
 DEFAULT_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-tt")
+
+
+_TARGET = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,31}@)?"
+                     r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def check_target(target: str, where: str = "ssh target") -> str:
+    """``target`` if it is a plain ``[user@]host``; ValueError naming ``where`` otherwise."""
+    if not _TARGET.fullmatch(target):
+        raise ValueError(f"{where}: {target!r} is not a plain [user@]host (user: letters, digits, "
+                         "'._-'; host: letters, digits, '.-'; neither may start with '-'); "
+                         "ssh options and shell characters are refused: put options in "
+                         "~/.ssh/config")
+    return target
 
 
 @dataclass(frozen=True)
@@ -55,13 +73,11 @@ def parse_hosts(text: str, source: str = "hosts file") -> list[HostSlot]:
         count = 1
         for opt in options:
             key, _, value = opt.partition("=")
-            if key != "slots" or not value.isdigit() or int(value) < 1:
+            if key != "slots" or not (value.isascii() and value.isdigit()) or int(value) < 1:
                 raise ValueError(f"{source}:{lineno}: unknown option {opt!r}; "
                                  "lines read '[user@]host [slots=N]'")
             count = int(value)
-        host = target.rsplit("@", 1)[-1]
-        if not host or any(c in host for c in "/:;'\"$`\\"):
-            raise ValueError(f"{source}:{lineno}: {target!r} is not a host name")
+        host = check_target(target, f"{source}:{lineno}").rsplit("@", 1)[-1]
         slots += [HostSlot(len(slots) + s, target, host, s) for s in range(count)]
     if not slots:
         raise ValueError(f"{source}: no hosts; write one '[user@]host [slots=N]' per line")
@@ -87,16 +103,18 @@ def build_ssh_commands(slots: Sequence[HostSlot], peers_file: str, experiment: s
                        *, gossipml: str = "gossipml", workdir: str | None = None,
                        extra_args: Sequence[str] = (), ssh: str = "ssh",
                        ssh_options: Sequence[str] = DEFAULT_SSH_OPTIONS) -> list[SshCommand]:
-    """One ``ssh <target> 'cd WORKDIR && exec gossipml peer [EXP] --peers FILE --id ID'`` per slot."""
+    """One ``ssh OPTIONS -- <target> 'cd WORKDIR && exec gossipml peer [EXP] --peers FILE --id ID'``
+    per slot (each target checked again: slots need not come from :func:`parse_hosts`)."""
     commands = []
     for s in slots:
+        check_target(s.target, f"peer {s.peer_id}")
         remote = [*shlex.split(gossipml), "peer"]
         remote += [experiment] if experiment else []
         remote += ["--peers", peers_file, "--id", str(s.peer_id), *extra_args]
         line = "exec " + shlex.join(remote)
         if workdir:
             line = f"cd {shlex.quote(workdir)} && {line}"
-        commands.append(SshCommand(s.peer_id, s.target, (ssh, *ssh_options, s.target, line)))
+        commands.append(SshCommand(s.peer_id, s.target, (ssh, *ssh_options, "--", s.target, line)))
     return commands
 
 
