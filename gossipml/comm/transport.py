@@ -30,6 +30,7 @@ import zmq
 from gossipml.policies.emulation import LinkPolicy
 from gossipml.comm.config import TransportConfig
 from gossipml.comm.shmpath import ShmOutbox
+from gossipml.comm.sockets import make_dealer, make_router, parse_routing_id, routing_id
 
 __all__ = ["Transport", "TransportStats", "Outgoing", "routing_id", "parse_routing_id"]
 
@@ -37,22 +38,6 @@ log = logging.getLogger("gossipml.comm.transport")
 
 #: Frames received from the network, as zmq.Frame objects (``frame.buffer`` is a memoryview).
 InboundHandler = Callable[[int | None, list], None]
-
-
-def routing_id(peer_id: int, nonce: bytes | None = None) -> bytes:
-    """A DEALER routing id, ``b"gml:<id>:<nonce>"``: the nonce (random hex unless given) makes
-    every connection's id unique, so none collides with, or takes over, another's."""
-    return b"gml:%d:%s" % (peer_id, nonce if nonce is not None else os.urandom(8).hex().encode())
-
-
-def parse_routing_id(ident: bytes) -> int | None:
-    """The (unauthenticated) peer id in a routing id ``gml:<id>[:<nonce>]``; None for others."""
-    if not ident.startswith(b"gml:") or len(ident) > 64:
-        return None
-    try:
-        return int(ident[4:].split(b":", 1)[0])
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -268,32 +253,13 @@ class Transport:
                 self._shm.close()
 
     def _make_router(self) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.RCVHWM, self.config.recv_hwm)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)  # a duplicate routing id never takes a link over
-        if self._curve is not None:
-            self._curve.setup_server(sock)  # type: ignore[attr-defined]
+        sock = make_router(self._ctx, self.config, self._curve)
         sock.bind(self._bind)
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
 
     def _make_dealer(self, address: str, peer_id: int) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, routing_id(self.peer_id))
-        sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)
-        sock.setsockopt(zmq.SNDTIMEO, int(self.config.send_timeout_s * 1000))
-        sock.setsockopt(zmq.LINGER, int(self.config.linger_s * 1000))
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
-        if self._curve is not None:
-            self._curve.setup_client(sock, peer_id)  # type: ignore[attr-defined]
-        sock.connect(address)
-        return sock
+        return make_dealer(self._ctx, self.config, self._curve, self.peer_id, peer_id, address)
 
     def _poll_timeout_ms(self, default_ms: int) -> int:
         if not self._delayed:

@@ -182,7 +182,7 @@ def test_missing_neighbour_key_names_the_file(tmp_path):
         ctx.term()
 
 
-def test_rogue_routing_id_of_a_connected_peer_never_takes_its_link(tmp_path):
+def test_rogue_routing_id_of_a_connected_peer_never_takes_its_link(tmp_path, loopback_peers, run_threads):
     """Peer 2's allow-listed key connecting as routing id ``gml:1`` (and a keyless one as well)
     while peers 0 and 1 run: peer 0 merges peer 1's model every round, the forged models are
     rejected as sender_mismatch and never merged, the keyless one is refused at the handshake."""
@@ -211,7 +211,7 @@ def test_rogue_routing_id_of_a_connected_peer_never_takes_its_link(tmp_path):
     assert set(s0["rejected_by_reason"]) == {"sender_mismatch"}, s0["rejected_by_reason"]
 
 
-def test_allow_listed_key_claiming_another_id_is_rejected_while_peers_train(tmp_path):
+def test_allow_listed_key_claiming_another_id_is_rejected_while_peers_train(tmp_path, loopback_peers, run_threads):
     """Peer 2's key (allow-listed, not in this run) forges peer 1's and peer 0's models at both
     peers; every forgery is a counted sender_mismatch and the honest pair trains normally."""
     keys_dir = tmp_path / "keys"
@@ -237,7 +237,7 @@ def test_allow_listed_key_claiming_another_id_is_rejected_while_peers_train(tmp_
         assert weights.abs().max() < 100
 
 
-def test_swarm_with_curve_seeds_dial_by_seed_key_and_speak_as_their_own_id(tmp_path):
+def test_swarm_with_curve_seeds_dial_by_seed_key_and_speak_as_their_own_id(tmp_path, loopback_peers, run_threads):
     """Membership mode under CURVE: peers know only the seed's address and its seed-0.key; they
     find each other, and every message is credited to its key's peer id (no rejections)."""
     keys_dir = tmp_path / "keys"
