@@ -44,6 +44,7 @@ MAX_META_CHARS = 256
 MAX_META_LIST = 32
 _MAX_PEER_ID = (1 << 31) - 1
 _MAX_GEN = 1 << 62
+_PROBE_NAME = re.compile(r"gml-probe-[0-9a-f]{16}")
 _TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}")
 _LOCAL = re.compile(r"(ipc|inproc)://[^\s\x00]+")
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -141,6 +142,20 @@ def shm_token(value: Any, field: str) -> dict[str, Any]:
     return {"name": name, "gen": count(_MAX_GEN)(value["gen"], f"{field}.gen")}
 
 
+def probe_name(value: Any, field: str) -> str:
+    """A same-host probe file name, ``gml-probe-<16 hex>`` (``comm.shmpath.make_probe``)."""
+    if not isinstance(value, str) or _PROBE_NAME.fullmatch(value) is None:
+        raise _fail(field, "a probe name gml-probe-<16 hex digits>", value)
+    return value
+
+
+def probe_answer(value: Any, field: str) -> bytes:
+    """The nonce read back from a probe file: exactly 16 bytes."""
+    if not isinstance(value, bytes) or len(value) != 16:
+        raise _fail(field, "16 bytes", value)
+    return value
+
+
 _MODEL: dict[str, Check] = {
     "num_samples": count(MAX_NUM_SAMPLES),  # the sender's local data size (merge weights)
     "pulled": flag,                         # an answer to a pull
@@ -155,7 +170,8 @@ SCHEMAS: Mapping[str, Mapping[str, Check]] = {
     "heartbeat": {"done": flag, "hears": peer_ids, "address": address},
     "pull": {},
     "view": {"entries": view_entries, "reply": flag, "address": address},
-    "ack": {"shm_release": shm_token, "done": flag},
+    "ack": {"shm_release": shm_token, "done": flag,
+            "shm_probe": probe_name, "shm_probe_answer": probe_answer},  # same-host handshake
     "hello": {"heard_all": flag, "x_sq_norm": real(0.0)},          # featuresplit handshake
     "partial": {"w_sq": real(0.0), "g_sq": real(0.0, allow_inf=True), "dot": real()},
 }

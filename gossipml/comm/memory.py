@@ -202,6 +202,14 @@ class MemoryTransport:
         """Drop a neighbour."""
         self._neighbors.pop(peer_id, None)
 
+    def shm_probe(self, dest: int) -> str | None:
+        """No shared memory in memory: never a probe."""
+        return None
+
+    def shm_confirm(self, dest: int, answer: object) -> bool:
+        """No shared memory in memory: False."""
+        return False
+
     def shm_release(self, dest: int, token: object) -> bool:
         """Nothing is ever offloaded: False."""
         return False

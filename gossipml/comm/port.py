@@ -9,11 +9,36 @@ sockets.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from gossipml.comm.transport import Outgoing, TransportStats
 
-__all__ = ["Port", "call_and_wait"]
+__all__ = ["Port", "Outgoing", "TransportStats", "call_and_wait"]
+
+
+@dataclass
+class Outgoing:
+    """One message for some neighbours. ``make_frames`` runs on the communication thread (so the
+    encoding overlaps training); ``on_done`` runs there once libzmq no longer reads the frames."""
+
+    dests: tuple[int, ...]
+    make_frames: Callable[[], Sequence[object]]
+    on_done: Callable[[], None] | None = None
+
+
+@dataclass
+class TransportStats:
+    """Counters the communication thread keeps; read them from any thread (plain ints)."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    send_dropped: int = 0  # neighbour not connected or its queue full: the message was dropped
+    emulated_drops: int = 0
+    send_failed: int = 0  # building the frames raised (e.g. a codec error): message lost
+    oversized: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -65,6 +90,14 @@ class Port(Protocol):
 
     def disconnect(self, peer_id: int) -> None:
         """Drop a neighbour (no-op if unknown)."""
+        ...
+
+    def shm_probe(self, dest: int) -> str | None:
+        """The same-host probe to send ``dest`` (communication thread), or None."""
+        ...
+
+    def shm_confirm(self, dest: int, answer: object) -> bool:
+        """Check ``dest``'s probe answer; True when shared memory to it is now on."""
         ...
 
     def shm_release(self, dest: int, token: object) -> bool:

@@ -22,8 +22,9 @@ loopback addresses and their own ``/dev/shm``). The probe handshake tells it:
 3. A: ``outbox.confirm(B, answer)`` compares it with the nonce in constant time, and on a match
    enables B and removes the probe file.
 
-Until the peer sends these messages, :func:`same_host` (the address guess) picks the initial
-destinations, as it always did.
+The peer offers its probe with its heartbeats (``peer.outbound.probe_shm``) and answers others'
+in its inbound side; a destination gets shared memory only once it has read a probe back, and a
+receiver takes handles only from senders whose probe it read. Nothing is guessed from addresses.
 """
 
 from __future__ import annotations
@@ -41,30 +42,14 @@ from gossipml.comm.shm import FALLBACK_REASONS, ShmReader, ShmWriter, envelope, 
     offloaded_handle, release_token
 from gossipml.comm.shmfile import ShmError, create_segment, open_segment, segment_dir
 
-__all__ = ["ShmOutbox", "ShmInbox", "same_host", "make_probe", "answer_probe", "remove_probe",
+__all__ = ["ShmOutbox", "ShmInbox", "make_probe", "answer_probe", "remove_probe",
            "probe_confirmed", "PROBE_PATTERN"]
 
 log = logging.getLogger("gossipml.comm.shmpath")
 
-_LOOPBACK = ("127.", "localhost", "[::1]")
 PROBE_PATTERN = re.compile(r"gml-probe-[0-9a-f]{16}")
 _NONCE_BYTES = 16
 
-
-def _host(address: str) -> str | None:
-    if address.startswith("ipc://"):
-        return "<local>"
-    if not address.startswith("tcp://"):
-        return None  # inproc: same process, nothing to gain
-    host = address[len("tcp://"):].rpartition(":")[0]
-    return "<local>" if host.startswith(_LOOPBACK) else host
-
-
-def same_host(a: str, b: str) -> bool:
-    """The address guess the probe handshake replaces: whether two peer addresses look like one
-    host (loopback/ipc both, or the same host name)."""
-    ha = _host(a)
-    return ha is not None and ha == _host(b)
 
 
 # ---- the probe handshake ------------------------------------------------------------------------

@@ -22,13 +22,13 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import zmq
 
 from gossipml.policies.emulation import LinkPolicy
 from gossipml.comm.config import TransportConfig
+from gossipml.comm.port import Outgoing, TransportStats
 from gossipml.comm.shmpath import ShmOutbox
 from gossipml.comm.sockets import make_dealer, make_router, parse_routing_id, routing_id
 
@@ -38,31 +38,6 @@ log = logging.getLogger("gossipml.comm.transport")
 
 #: Frames received from the network, as zmq.Frame objects (``frame.buffer`` is a memoryview).
 InboundHandler = Callable[[int | None, list], None]
-
-
-@dataclass
-class Outgoing:
-    """One message for some neighbours. ``make_frames`` runs on the communication thread (so the
-    encoding overlaps training); ``on_done`` runs there once libzmq no longer reads the frames."""
-
-    dests: tuple[int, ...]
-    make_frames: Callable[[], Sequence[object]]
-    on_done: Callable[[], None] | None = None
-
-
-@dataclass
-class TransportStats:
-    """Counters the communication thread keeps; read them from any thread (plain ints)."""
-
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    messages_sent: int = 0
-    messages_received: int = 0
-    send_dropped: int = 0  # neighbour not connected or its queue full: the message was dropped
-    emulated_drops: int = 0
-    send_failed: int = 0  # building the frames raised (e.g. a codec error): message lost
-    oversized: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 class Transport:
@@ -153,6 +128,18 @@ class Transport:
         off); a confirmed probe (``shm_outbox.confirm``) does it on its own."""
         if self._shm is not None:
             self.call(lambda: self._shm.enable(dest))  # type: ignore[union-attr]
+
+    def shm_probe(self, dest: int) -> str | None:
+        """The probe file name to send ``dest`` (communication thread); None when shm is off or
+        ``dest`` is already confirmed (see ``comm.shmpath``: same host by handshake)."""
+        if self._shm is None or dest in self._shm.dests:
+            return None
+        return self._shm.probe(dest)
+
+    def shm_confirm(self, dest: int, answer: object) -> bool:
+        """``dest``'s answer to its probe (communication thread): on a match, send it through
+        shared memory from now on."""
+        return self._shm is not None and self._shm.confirm(dest, answer)
 
     @property
     def shm_dests(self) -> frozenset[int]:

@@ -16,7 +16,7 @@ from gossipml.aggregation import check_model, reason_slug
 from gossipml.codecs.base import CodecError
 from gossipml.comm.mailbox import Mailbox
 from gossipml.comm.shm import ShmError, offloaded_handle
-from gossipml.comm.shmpath import ShmInbox
+from gossipml.comm.shmpath import ShmInbox, answer_probe
 from gossipml.peer.exchanged import tensor_specs
 from gossipml.peer.outbound import Outbound
 from gossipml.peer.rejections import Rejections
@@ -38,7 +38,7 @@ class InboundSide:
                  rejections: Rejections, outbound: Outbound,
                  reference: Mapping[str, torch.Tensor], max_message_bytes: int,
                  peer_ids: frozenset[int] = frozenset(), neighbor_ids: tuple[int, ...] = (),
-                 link: SwarmLink | None = None, shm_senders: frozenset[int] = frozenset(),
+                 link: SwarmLink | None = None, shm_enabled: bool = False,
                  clock: Callable[[], int] = lambda: 0) -> None:
         self.peer_id = peer_id
         self.mailbox = mailbox
@@ -51,7 +51,8 @@ class InboundSide:
         self.peer_ids = peer_ids  # who may send (static topology; the swarm learns them)
         self.neighbor_ids = neighbor_ids  # who may pull (static topology)
         self.link = link
-        self.shm_senders = shm_senders
+        self.shm_enabled = shm_enabled  # [transport] shm: answer same-host probes
+        self.shm_senders: set[int] = set()  # whose probe we read back: their handles are taken
         self.read_clock = clock  # the round clock, read (never written) here
         self._shm = ShmInbox()
         self.shm_bytes_received = 0  # payload bytes read in place from shared memory
@@ -131,10 +132,22 @@ class InboundSide:
         self.link.on_view(msg, self.read_clock())  # type: ignore[union-attr]
 
     def on_ack(self, msg: Message) -> None:
-        """A neighbour copied our shared-memory segment out."""
-        if "shm_release" not in msg.info:
+        """Shared-memory control: a release (a neighbour copied our segment out), a probe (can we
+        read a neighbour's files? then answer, and take its handles from now on) or an answer
+        to our probe (then send it through shared memory)."""
+        info = msg.info
+        if not {"shm_release", "shm_probe", "shm_probe_answer"} & set(info):
             return self.reject(msg.sender, "unexpected_kind", f"kind {msg.kind!r}")
-        self.outbound.on_shm_release(msg.sender, msg.info["shm_release"])
+        if "shm_release" in info:
+            self.outbound.on_shm_release(msg.sender, info["shm_release"])
+        if "shm_probe" in info and self.shm_enabled:
+            nonce = answer_probe(info["shm_probe"])
+            if nonce is not None:
+                self.shm_senders.add(msg.sender)
+                self.outbound.answer_shm_probe(msg.sender, nonce)
+        if "shm_probe_answer" in info and not self.outbound.on_shm_probe_answer(
+                msg.sender, info["shm_probe_answer"]):
+            self.reject(msg.sender, "bad_shm", "a probe answer that does not match our probe")
 
     # ---- checks -------------------------------------------------------------------------
     def check_model_message(self, msg: Message) -> tuple[str | None, str]:

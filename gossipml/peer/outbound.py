@@ -16,7 +16,10 @@ from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.stream import Outbox
 from gossipml.wire import Message, pack
 
-__all__ = ["Outbound"]
+__all__ = ["Outbound", "MAX_SHM_PROBES"]
+
+#: Probe offers per neighbour before it is taken to be on another host (or /dev/shm).
+MAX_SHM_PROBES = 20
 
 
 class Outbound:
@@ -38,6 +41,7 @@ class Outbound:
         self.pushes_sent = 0  # training thread
         self.pulls_sent = 0  # training thread
         self.pulls_answered = 0  # communication thread
+        self._shm_probes: dict[int, int] = {}  # communication thread: probe offers per dest
 
     @property
     def send_skipped(self) -> int:
@@ -88,6 +92,29 @@ class Outbound:
     def on_shm_release(self, dest: int, token: object) -> bool:
         """``dest`` copied our segment out: free it."""
         return self.port.shm_release(dest, token)
+
+    def probe_shm(self, dests: tuple[int, ...]) -> None:
+        """Same host is decided by a handshake, not by addresses: offer each neighbour not yet
+        on shared memory a probe file to read back (communication thread; at most
+        ``MAX_SHM_PROBES`` offers each, so a neighbour on another host costs a few bytes)."""
+        for dest in dests:
+            if self._shm_probes.get(dest, 0) >= MAX_SHM_PROBES:
+                continue
+            name = self.port.shm_probe(dest)
+            if name is None:
+                continue
+            self._shm_probes[dest] = self._shm_probes.get(dest, 0) + 1
+            probe = Message(kind="ack", sender=self.peer_id, round=0, info={"shm_probe": name})
+            self.port.submit(Outgoing((dest,), lambda m=probe: pack(m)))
+
+    def answer_shm_probe(self, sender: int, nonce: bytes) -> None:
+        """Send ``sender`` the nonce read from its probe file: we share its /dev/shm."""
+        ack = Message(kind="ack", sender=self.peer_id, round=0, info={"shm_probe_answer": nonce})
+        self.port.submit(Outgoing((sender,), lambda: pack(ack)))
+
+    def on_shm_probe_answer(self, dest: int, answer: bytes) -> bool:
+        """``dest`` read our probe back: send it through shared memory from now on."""
+        return self.port.shm_confirm(dest, answer)
 
     def state_dict(self) -> dict[str, Any]:
         """The stream encoder's state (codec residuals, CHOCO reference, sequence number); read

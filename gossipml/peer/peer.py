@@ -33,7 +33,6 @@ from gossipml.codecs import build_codec
 from gossipml.comm.addresses import bind_address
 from gossipml.comm.mailbox import Mailbox
 from gossipml.comm.port import Port, call_and_wait
-from gossipml.comm.shmpath import same_host
 from gossipml.comm.transport import Outgoing, Transport
 from gossipml.config import ExperimentConfig
 from gossipml.events import EventLog
@@ -115,7 +114,6 @@ class Peer:
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
-            shm_dests=frozenset(j for j in self._neighbor_ids if same_host(peers[id], peers[j])),
         )
         self._build_parts(seeds)
 
@@ -146,7 +144,7 @@ class Peer:
             outbound=self.outbound, reference=params,
             max_message_bytes=cfg.transport.max_message_bytes, peer_ids=frozenset(self.peers),
             neighbor_ids=self._neighbor_ids, link=self._link,
-            shm_senders=self.transport.shm_dests, clock=lambda: self.rounds.clock)
+            shm_enabled=cfg.transport.shm, clock=lambda: self.rounds.clock)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Peer":
@@ -288,6 +286,9 @@ class Peer:
         msg = Message(kind="heartbeat", sender=self.id, round=self.rounds.clock, info=info)
         if dests:
             self.transport.submit(Outgoing(dests, lambda: pack(msg)))
+            if not self._done and not self.peers[self.id].startswith("inproc://"):
+                # same host? a probe handshake decides, not the addresses (inproc: one process)
+                self.outbound.probe_shm(tuple(dests))
 
     def _known(self) -> tuple[int, ...]:
         """Every neighbour that could be alive: the fixed ones, or the swarm's live view."""
