@@ -102,9 +102,10 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.peer.refresh_every_rounds and parse_spec(self.codec.spec)["stages"][0][0] == \
                 "threshold":
-            raise ConfigError("[peer] refresh_every_rounds does not apply to the 'threshold' codec: "
-                              "its receivers' copies already stay within the threshold, and a dense "
-                              "refresh would break that bound; set refresh_every_rounds = 0")
+            raise ConfigError("[peer] refresh_every_rounds does not apply to the 'threshold' "
+                              "codec: its receivers' copies already stay within the threshold, "
+                              "and a dense refresh would break that bound; set "
+                              "refresh_every_rounds = 0")
         if self.peer.refresh_every_rounds and self.codec.content != "delta":
             raise ConfigError("[peer] refresh_every_rounds refreshes CHOCO deltas: it needs "
                               '[codec] content = "delta" (or a spec ending in "+delta")')
