@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from gossipml.aggregation import AggregationConfig
-from gossipml.codecs import CodecConfig
+from gossipml.codecs import CodecConfig, parse_spec
 from gossipml.data import DataConfig
 from gossipml.policies.emulation import LinkEmulation
 from gossipml.policies.pacing import PacingConfig
@@ -101,6 +101,12 @@ class ExperimentConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
 
     def __post_init__(self) -> None:
+        if self.peer.refresh_every_rounds and parse_spec(self.codec.spec)["stages"][0][0] == \
+                "threshold":
+            raise ConfigError("[peer] refresh_every_rounds does not apply to the 'threshold' "
+                              "codec: its receivers' copies already stay within the threshold, "
+                              "and a dense refresh would break that bound; set "
+                              "refresh_every_rounds = 0")
         if self.peer.refresh_every_rounds and self.codec.content != "delta":
             raise ConfigError("[peer] refresh_every_rounds refreshes CHOCO deltas: it needs "
                               '[codec] content = "delta" (or a spec ending in "+delta")')

@@ -11,8 +11,8 @@ from __future__ import annotations
 from gossipml.codecs.base import Codec, CodecError, Payload
 from gossipml.codecs.combinators import BySize, ErrorFeedback
 from gossipml.codecs.config import CodecConfig, build_codec, parse_spec
-from gossipml.codecs.content import (DeltaReceiver, DeltaSender, FullSender, ThresholdReceiver,
-                                     choco_step)
+from gossipml.codecs.content import (DeltaReceiver, DeltaSender, FullSender, choco_step,
+                                     filters_changes)
 from gossipml.codecs.dense import CastCodec, IdentityCodec
 from gossipml.codecs.lowrank import LowRankCodec
 from gossipml.codecs.model import decode_model, encode_model, model_nbytes
@@ -26,5 +26,5 @@ __all__ = [
     "decode_payload", "default_registry", "Registry", "register_codec", "CodecEntry", "encode_model", "decode_model",
     "model_nbytes", "IdentityCodec", "CastCodec", "QuantCodec", "SignCodec", "TopKCodec",
     "RandKCodec", "ThresholdCodec", "LowRankCodec", "ErrorFeedback", "BySize", "FullSender",
-    "DeltaSender", "DeltaReceiver", "ThresholdReceiver", "choco_step",
+    "DeltaSender", "DeltaReceiver", "filters_changes", "choco_step",
 ]

@@ -93,6 +93,9 @@ def parse_spec(spec: str) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown modifier '+{mod}'; allowed: +ef, +delta, "
                              "+bysize[:min_numel[:codec]]")
+    if plan["ef"] and stages[0][0] == "threshold":
+        raise ValueError("'threshold' with '+ef' double-counts the error: the receiver's copy "
+                         "already carries every unsent change into the next round; drop '+ef'")
     if plan["ef"] and plan["delta"]:
         raise ValueError("'+ef' with '+delta' double-counts the error: CHOCO's reference x_hat "
                          "already feeds it back; drop '+ef'")

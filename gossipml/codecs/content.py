@@ -5,6 +5,10 @@ CHOCO-SGD (Koloskova et al., ICML 2019): the sender keeps a public reference ``x
 neighbour's ``x_hat_j`` and adds the same ``decode(q)``, so both copies stay bit-identical as long
 as every message arrives (a lost message needs a full resend). The consensus step is then
 ``x_i += gamma * sum_j w_ij (x_hat_j - x_hat_i)`` (:func:`choco_step`).
+
+The ``threshold`` codec is a significance filter of such a change (:func:`filters_changes`):
+``x_hat`` is its last-sent copy, so it keeps none of its own (one would double-count against
+``x_hat``), and a peer keeps one ``x_hat`` per receiver for it, whatever the content.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from typing import Any, Mapping
 import torch
 
 from gossipml.codecs.base import Codec, CodecError, Payload
+from gossipml.codecs.combinators import BySize, ErrorFeedback
 from gossipml.codecs.model import decode_model, encode_model
+from gossipml.codecs.sparse import ThresholdCodec
 
-__all__ = ["FullSender", "DeltaSender", "DeltaReceiver", "ThresholdReceiver", "choco_step"]
+__all__ = ["FullSender", "DeltaSender", "DeltaReceiver", "filters_changes", "choco_step"]
 
 Model = dict[str, torch.Tensor]
 
@@ -103,9 +109,19 @@ class DeltaReceiver:
         self.copies.pop(sender, None)
 
 
-class ThresholdReceiver(DeltaReceiver):
-    """Receiver for the ``threshold`` codec: its payloads decode to the sent changes, so the
-    neighbour's copy is kept exactly like a CHOCO reference (entries not sent keep their value)."""
+def filters_changes(codec: Codec) -> bool:
+    """Whether ``codec`` sends significant changes (``threshold``, alone or as one side of
+    ``+bysize``): its payloads mean something only added to the receiver's copy of the sender's
+    model, so it needs a delta stream per receiver. ValueError for ``threshold`` under error
+    feedback, which would feed the unsent changes back twice."""
+    if isinstance(codec, ErrorFeedback):
+        if filters_changes(codec.inner):
+            raise ValueError("'threshold' with '+ef' double-counts the error: the receiver's copy "
+                             "already carries every unsent change into the next round; drop '+ef'")
+        return False
+    if isinstance(codec, BySize):
+        return filters_changes(codec.large) or filters_changes(codec.small)
+    return isinstance(codec, ThresholdCodec)
 
 
 def choco_step(own: Mapping[str, torch.Tensor], own_hat: Mapping[str, torch.Tensor],

@@ -1,5 +1,6 @@
 """Sparsifying codecs: ``topk`` (by magnitude), ``randk`` (shared seed, no indices sent) and
-``threshold`` (entries that changed by more than a threshold since last sent).
+``threshold`` (entries past a threshold: a significance filter of a change, see
+:class:`ThresholdCodec`).
 
 Values go raw in the tensor's dtype, or through a value codec (chaining, ``"topk:0.01>q8"``):
 the value payload's meta is flattened into this payload's meta under the ``"v."`` prefix and its
@@ -165,10 +166,13 @@ class RandKCodec(_KOfN):
 
 
 class ThresholdCodec(_Sparse):
-    """Sends ``x - r`` at entries where ``|x - r| > threshold``, ``r`` being the last-sent copy
-    kept in state (zeros at first); decode gives that sparse change, which the receiver adds to
-    its copy (:class:`gossipml.codecs.content.DeltaReceiver`). Bound with raw values: after
-    applying, ``|x - copy| <= threshold`` elementwise. The state is per receiving stream."""
+    """A significance filter: sends the entries of its input with ``|v| > threshold`` (and any
+    non-finite one, so a broken model is never hidden), with their indices; decode gives that
+    sparse tensor, zeros elsewhere. Stateless: it keeps no copy of its own. Its input is always a
+    change against the receiver's copy, ``x - x_hat`` (:class:`gossipml.peer.stream.Outbox` keeps
+    one ``x_hat`` per receiver, with ``content = "params"`` or ``"delta"`` alike), so after the
+    receiver adds the decoded change, ``|x - x_hat| <= threshold`` elementwise with raw values
+    (with a value codec, ``threshold>q8``, sent entries carry that codec's error until resent)."""
 
     name = "threshold"
     n_aux = 1
@@ -180,22 +184,14 @@ class ThresholdCodec(_Sparse):
         self.threshold = float(threshold)
 
     def encode(self, tensor: torch.Tensor, state: Any) -> tuple[Payload, Any]:
-        """Indices and changes of the entries past the threshold; updates the last-sent copy."""
+        """Indices and values of the entries past the threshold; state = the value codec's."""
         flat = tensor.detach().reshape(-1)
-        ref, vstate = state if state is not None else (None, None)
-        if ref is None or ref.shape != flat.shape:
-            ref = torch.zeros(flat.shape, dtype=work_dtype(flat.dtype), device=flat.device)
-        diff = flat.to(ref.dtype) - ref
-        idx = (diff.abs() > self.threshold).nonzero().squeeze(1)
-        meta, vbufs, sent, vstate = self._encode_values(diff[idx], tensor.dtype, vstate)
-        if sent is None:  # chained: the receiver gets the decoded values, so follow those
-            sent = self._decode_values(Payload(self.name, dtype_name(tensor.dtype), (), meta,
-                                               (None, *vbufs)), tensor.dtype, idx.numel(),
-                                       flat.device)
-        ref[idx] += sent.to(ref.dtype)
+        # not (|v| <= t) rather than |v| > t: NaN and inf go out, the receiver's checks refuse them
+        idx = (~(flat.to(work_dtype(flat.dtype)).abs() <= self.threshold)).nonzero().squeeze(1)
+        meta, vbufs, _, state = self._encode_values(flat[idx], tensor.dtype, state)
         ibuf = to_buffer(idx.to(index_dtype(flat.numel())))
         return Payload(self.name, dtype_name(tensor.dtype), tuple(tensor.shape),
-                       {"k": int(idx.numel()), **meta}, (ibuf, *vbufs)), (ref, vstate)
+                       {"k": int(idx.numel()), **meta}, (ibuf, *vbufs)), state
 
     def _positions(self, payload: Payload, numel: int, k: int) -> torch.Tensor:
         return self._read_indices(payload, numel, k)

@@ -50,8 +50,9 @@ class Outbound:
 
     # ---- training thread ----------------------------------------------------------------
     def publish(self, r: int, dests: tuple[int, ...]) -> None:
-        """Copy the model into a free snapshot and queue it for ``dests`` as round ``r``; the
-        encoding runs on the communication thread."""
+        """Copy the model into a free snapshot and queue it for ``dests`` as round ``r`` (one
+        message per destination when the encoder keeps a stream per receiver); the encoding runs
+        on the communication thread."""
         if not dests:
             return
         snap = self._pool.publish(exchanged_state(self.model), r)
@@ -60,9 +61,21 @@ class Outbound:
             return
         info = {"num_samples": self.num_samples}
         self.pushes_sent += 1
-        self.port.submit(Outgoing(
-            tuple(dests), lambda: self.encoder.frames(snap.tensors, r, info),
-            on_done=lambda: self._pool.release(snap)))
+        if not self.encoder.per_destination:
+            self.port.submit(Outgoing(
+                tuple(dests), lambda: self.encoder.frames(snap.tensors, r, info),
+                on_done=lambda: self._pool.release(snap)))
+            return
+        left = [len(dests)]  # one message per receiver's stream; the last one frees the snapshot
+
+        def done() -> None:  # communication thread
+            left[0] -= 1
+            if not left[0]:
+                self._pool.release(snap)
+
+        for d in dests:
+            self.port.submit(Outgoing(
+                (d,), lambda d=d: self.encoder.frames(snap.tensors, r, info, dest=d), on_done=done))
 
     def request_pull(self, sources: tuple[int, ...], clock: int) -> None:
         """Ask one of ``sources`` (round-robin over calls) for its current model."""

@@ -6,10 +6,17 @@ the compressed change of a public reference ``x_hat`` (``content = "delta"``): t
 by the same amount, so the copies agree. Every ``refresh_every_rounds`` rounds the delta goes
 through a dense codec (``refresh_codec``, q4 by default) instead of the sparse one, which pulls
 ``x_hat`` close to ``x`` at a fraction of a keyframe's bytes. A lost delta would make the copies
-drift apart, so every message carries a stream sequence number, and every
-``keyframe_every_rounds`` rounds the sender sends ``x_hat`` itself (raw, or through
-``keyframe_codec``) instead; a receiver that saw a gap ignores that sender's deltas until the
-next keyframe (counted as ``delta_gap``).
+drift apart, so every message carries a stream sequence number, and a stream's first message and
+then one every ``keyframe_every_rounds`` rounds (the first push that many rounds after the last
+keyframe) send ``x_hat`` itself (raw, or through ``keyframe_codec``) instead; a receiver that saw
+a gap ignores that sender's deltas until the next keyframe (counted as ``delta_gap``).
+
+The ``threshold`` codec sends only the entries of ``x - x_hat`` past its threshold, so ``x_hat``
+is its last-sent copy and the receiver's copy stays within the threshold of ``x``. It always goes
+as deltas, with either content, over one stream per destination: a per-round topology pushes to
+different neighbours each round, and a receiver left out of a round would miss a change of a
+shared ``x_hat`` (a gap until the next keyframe). One ``x_hat`` per destination costs one model
+copy and one encode per neighbour; bytes fall as the model settles, since fewer entries move.
 
 Both classes run on the communication thread only.
 """
@@ -22,7 +29,7 @@ import torch
 
 from gossipml.policies.attacks import apply_attack
 from gossipml.codecs import (Codec, CodecError, DeltaReceiver, DeltaSender, build_codec,
-                             decode_model, encode_model)
+                             decode_model, encode_model, filters_changes)
 from gossipml.wire import Message, pack
 
 __all__ = ["Outbox", "Inbound", "DeltaGap"]
@@ -32,69 +39,126 @@ class DeltaGap(CodecError):
     """A delta arrived after a lost one: the sender's reference copy is stale until a keyframe."""
 
 
+class _Stream:
+    """The sender's side of one delta stream: the reference ``x_hat`` (the receivers' copy), the
+    next sequence number and the round of the last keyframe."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.sender = DeltaSender(codec)
+        self.seq = 0
+        self.keyframe_round: int | None = None
+
+    def needs_keyframe(self, round_: int, every_rounds: int) -> bool:
+        """First message, ``every_rounds`` rounds since the last keyframe, or a clock set back."""
+        last = self.keyframe_round
+        return last is None or not 0 <= round_ - last < every_rounds
+
+    def state_dict(self) -> dict[str, Any]:
+        """Reference, sequence number and last keyframe round."""
+        return {"seq": self.seq, "reference": self.sender.reference,
+                "keyframe_round": self.keyframe_round}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned."""
+        self.seq = int(state.get("seq", 0))
+        if state.get("reference") is not None:
+            self.sender.reference = dict(state["reference"])
+        kf = state.get("keyframe_round")
+        self.keyframe_round = None if kf is None else int(kf)
+
+
 class Outbox:
-    """Encodes snapshots into wire frames: parameters, or CHOCO deltas with keyframes."""
+    """Encodes snapshots into wire frames: parameters, or CHOCO deltas with keyframes. A codec
+    that sends changes (``threshold``, :func:`filters_changes`) always goes as deltas, over one
+    stream per destination (``per_destination``): ``x_hat`` is its last-sent copy, and receivers
+    pushed to in different rounds (per-round topologies) hold different copies."""
 
     def __init__(self, peer_id: int, codec: Codec, *, delta: bool, keyframe_every_rounds: int,
                  attack: str = "", seed: int = 0, keyframe_codec: str = "identity",
                  refresh_every_rounds: int = 0, refresh_codec: str = "q4") -> None:
         self.peer_id = peer_id
         self.codec = codec
-        self.delta = delta
+        self.per_destination = filters_changes(codec)
+        self.delta = delta or self.per_destination
         self.keyframe_every_rounds = keyframe_every_rounds
         self.attack = attack
         self.seed = seed
         self._states: Any = None
-        self._sender = DeltaSender(codec) if delta else None
         self._keyframe_codec = build_codec(keyframe_codec)
         self.refresh_every_rounds = refresh_every_rounds
         self._refresh_codec = build_codec(refresh_codec)
-        self._seq = 0
+        self._seq = 0  # content = "params": the message counter
+        self._streams: dict[int | None, _Stream] = {}  # key None: the one shared delta stream
 
     def frames(self, tensors: Mapping[str, torch.Tensor], round_: int,
-               info: Mapping[str, Any]) -> list:
-        """The frames of one outgoing model message (runs on the communication thread)."""
+               info: Mapping[str, Any], dest: int | None = None) -> list:
+        """The frames of one outgoing model message (runs on the communication thread); ``dest``
+        (required when ``per_destination``) picks the receiver's stream."""
         if self.attack:
             tensors = apply_attack(self.attack, tensors, seed=self.seed + round_)
-        extra: dict[str, Any] = {"seq": self._seq}
-        self._seq += 1
-        if self._sender is None:
+        if not self.delta:
+            extra: dict[str, Any] = {"seq": self._seq}
+            self._seq += 1
             items, self._states = encode_model(tensors, self.codec, self._states)
             kind = "model"
-        elif round_ % self.keyframe_every_rounds == 0:
+        else:
+            if self.per_destination and dest is None:
+                raise ValueError(f"{self.codec.name} keeps one stream per receiver: pass dest "
+                                 "(Outbound submits one message per destination)")
+            key = dest if self.per_destination else None
+            stream = self._streams.get(key)
+            if stream is None:
+                stream = self._streams[key] = _Stream(self.codec)
+            items, extra = self._delta_items(stream, tensors, round_)
+            kind = "delta"
+        return pack(Message(kind=kind, sender=self.peer_id, round=round_, tensors=tuple(items),
+                            info={**info, **extra}))
+
+    def _delta_items(self, stream: _Stream, tensors: Mapping[str, torch.Tensor],
+                     round_: int) -> tuple[list, dict[str, Any]]:
+        """One stream's next message: a keyframe, a refresh or a delta, with its info fields."""
+        extra: dict[str, Any] = {"seq": stream.seq}
+        stream.seq += 1
+        if stream.needs_keyframe(round_, self.keyframe_every_rounds):
             # keyframe: the reference jumps to the model as the keyframe codec carries it (raw by
             # default); receivers reset to the same decoded tensors
             items, _ = encode_model(tensors, self._keyframe_codec, None)
             decoded = decode_model(items, next(iter(tensors.values())).device) if tensors else {}
             # raw payloads decode to views of the snapshot being sent: copy those only
-            self._sender.reference = {name: decoded[name].clone() if p.codec == "identity"
-                                      else decoded[name] for name, p in items}
-            kind = "delta"
+            stream.sender.reference = {name: decoded[name].clone() if p.codec == "identity"
+                                       else decoded[name] for name, p in items}
+            stream.keyframe_round = round_
             extra["keyframe"] = True
         elif self.refresh_every_rounds and round_ % self.refresh_every_rounds == 0:
             # refresh: this round's delta goes through the dense refresh codec (a q4 delta is
             # far more exact than a q4 keyframe: x - x_hat is small); receivers add it as usual
-            items = self._sender.encode(tensors, self._refresh_codec)
-            kind = "delta"
+            items = stream.sender.encode(tensors, self._refresh_codec)
             extra["refresh"] = True
         else:
-            items = self._sender.encode(tensors)
-            kind = "delta"
-        return pack(Message(kind=kind, sender=self.peer_id, round=round_, tensors=tuple(items),
-                            info={**info, **extra}))
+            items = stream.sender.encode(tensors)
+        return items, extra
 
     def state_dict(self) -> dict[str, Any]:
         """Codec state (error-feedback residuals, warm starts), the CHOCO reference and the
-        sequence number: what a restarted peer needs to go on sending consistently."""
-        return {"states": self._states, "seq": self._seq,
-                "reference": None if self._sender is None else self._sender.reference}
+        sequence number (per destination under ``streams`` when ``per_destination``): what a
+        restarted peer needs to go on sending consistently."""
+        shared = self._streams.get(None)
+        return {"states": self._states, "seq": self._seq if shared is None else shared.seq,
+                "reference": None if shared is None else shared.sender.reference,
+                "keyframe_round": None if shared is None else shared.keyframe_round,
+                "streams": {d: s.state_dict() for d, s in self._streams.items() if d is not None}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` returned."""
         self._states = state.get("states")
         self._seq = int(state.get("seq", 0))
-        if self._sender is not None and state.get("reference") is not None:
-            self._sender.reference = dict(state["reference"])
+        self._streams = {}
+        if self.delta and not self.per_destination:
+            shared = self._streams[None] = _Stream(self.codec)
+            shared.load_state_dict(state)
+        for dest, sub in (state.get("streams") or {}).items():
+            self._streams[int(dest)] = stream = _Stream(self.codec)
+            stream.load_state_dict(sub)
 
 
 class Inbound:

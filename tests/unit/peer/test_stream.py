@@ -1,4 +1,5 @@
-"""CHOCO delta streams with compressed keyframes: sender and receiver references stay equal."""
+"""Delta streams: CHOCO references with compressed keyframes and refreshes, and the threshold
+filter's per-receiver streams (changes added to the copy, gaps repaired by keyframes)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from gossipml.codecs import build_codec
-from gossipml.peer.stream import Inbound, Outbox
+from gossipml.peer.stream import DeltaGap, Inbound, Outbox
 from gossipml.errors import ConfigError
 from gossipml.peer.config import PeerConfig
 from gossipml.wire import unpack
@@ -104,3 +105,109 @@ def test_refresh_needs_delta_content():
     cfg = ExperimentConfig.from_dict({"codec": {"spec": "topk:0.01+delta"},
                                       "peer": {"refresh_every_rounds": 2}})
     assert cfg.peer.refresh_every_rounds == 2
+
+
+# ---- the threshold filter: one stream per receiver, changes added to the receiver's copy ------
+
+def _send(out: Outbox, x: dict[str, torch.Tensor], r: int, dest: int):
+    """Encode ``x`` for ``dest`` as round ``r``; the message as the receiver unpacks it."""
+    return unpack(out.frames(x, r, {}, dest=dest))
+
+
+def test_threshold_params_receiver_adds_the_change_to_its_copy():
+    # Prepare: issue #16's case: content = "params", a neighbour's model [2, 1, 1, 0]
+    out = Outbox(0, build_codec("threshold:0.5"), delta=False, keyframe_every_rounds=100)
+    inbound = Inbound(torch.device("cpu"))
+    rounds = [[2.0, 1.0, 1.0, 0.0], [2.6, 1.2, 1.0, 0.0], [2.6, 1.6, 1.0, -0.3]]
+    want = [[2.0, 1.0, 1.0, 0.0], [2.6, 1.0, 1.0, 0.0], [2.6, 1.6, 1.0, 0.0]]
+    for r, (x, expected) in enumerate(zip(rounds, want)):
+        # Execute
+        msg = _send(out, {"w": torch.tensor(x)}, r, dest=1)
+        got = inbound.decode(msg)["w"]
+        # Assert: the first message is a keyframe (the model itself), then only changes past 0.5
+        # travel and the receiver adds them to what it has (not [0.6, 0, 0, 0])
+        assert msg.kind == "delta" and bool(msg.info.get("keyframe")) == (r == 0)
+        assert torch.allclose(got, torch.tensor(expected), atol=1e-6), (r, got)
+        assert float((got - torch.tensor(x)).abs().max()) <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_threshold_streams_per_destination_survive_a_changing_topology(delta):
+    # Prepare: three receivers; each round the sender pushes to a different subset, as a
+    # per-round random topology does; the model drifts every round
+    thr = 0.05
+    out = Outbox(0, build_codec(f"threshold:{thr}"), delta=delta, keyframe_every_rounds=1000)
+    assert out.per_destination
+    receivers = {d: Inbound(torch.device("cpu")) for d in (1, 2, 3)}
+    dests_by_round = [(1, 2), (3,), (1,), (2, 3), (1, 3), (2,), (1, 2, 3), (3,)]
+    model = _model(0)
+    for r, dests in enumerate(dests_by_round):
+        g = torch.Generator().manual_seed(50 + r)
+        model = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in model.items()}
+        for d in dests:
+            # Execute
+            got = receivers[d].decode(_send(out, model, r, d))
+            # Assert: no gap for a receiver left out of earlier rounds, copy within threshold
+            err = max(float((got[k] - model[k]).abs().max()) for k in model)
+            assert err <= thr + 1e-6, (r, d, err)
+    with pytest.raises(ValueError, match="pass dest"):
+        out.frames(model, 99, {})
+
+
+def test_threshold_lost_message_is_a_gap_until_the_next_keyframe():
+    # Prepare: a keyframe every 3 rounds; round 1's message to the receiver is lost
+    thr = 0.05
+    out = Outbox(0, build_codec(f"threshold:{thr}"), delta=False, keyframe_every_rounds=3)
+    inbound = Inbound(torch.device("cpu"))
+    model = _model(1)
+    outcome = {}
+    for r in range(5):
+        g = torch.Generator().manual_seed(r)
+        model = {k: v + 0.2 * torch.randn(v.shape, generator=g) for k, v in model.items()}
+        msg = _send(out, model, r, dest=4)
+        if r == 1:
+            continue
+        # Execute
+        try:
+            got = inbound.decode(msg)
+        except DeltaGap:
+            outcome[r] = "gap"
+            continue
+        # Assert (below): the receiver never used a copy that missed a change
+        err = max(float((got[k] - model[k]).abs().max()) for k in model)
+        outcome[r] = "keyframe" if msg.info.get("keyframe") else "delta"
+        assert err <= thr + 1e-6, (r, err)
+    assert outcome == {0: "keyframe", 2: "gap", 3: "keyframe", 4: "delta"}
+
+
+def test_threshold_streams_go_on_after_a_restart():
+    # Prepare: two rounds to two receivers, then the sender restarts from its state_dict
+    out = Outbox(0, build_codec("threshold:0.05"), delta=False, keyframe_every_rounds=1000)
+    receivers = {d: Inbound(torch.device("cpu")) for d in (1, 2)}
+    model = _model(2)
+    for r in range(2):
+        model = {k: v * 1.1 for k, v in model.items()}
+        for d in receivers:
+            receivers[d].decode(_send(out, model, r, d))
+    state = out.state_dict()
+    restarted = Outbox(0, build_codec("threshold:0.05"), delta=False, keyframe_every_rounds=1000)
+    restarted.load_state_dict(state)
+    # Execute: the restarted sender's next message to each receiver
+    model = {k: v * 1.1 for k, v in model.items()}
+    for d in receivers:
+        msg = _send(restarted, model, 2, d)
+        got = receivers[d].decode(msg)
+        # Assert: a plain delta (no keyframe needed), in sequence, within the threshold
+        assert not msg.info.get("keyframe") and msg.info["seq"] == 2
+        assert max(float((got[k] - model[k]).abs().max()) for k in model) <= 0.05 + 1e-6
+
+
+def test_threshold_refuses_refresh_and_error_feedback():
+    from gossipml.config import ExperimentConfig
+
+    for spec in ("threshold:0.01", "threshold:0.01+delta"):
+        with pytest.raises(ConfigError, match="refresh_every_rounds = 0"):
+            ExperimentConfig.from_dict({"codec": {"spec": spec},
+                                        "peer": {"refresh_every_rounds": 2}})
+    with pytest.raises(ConfigError, match="drop '\\+ef'"):
+        ExperimentConfig.from_dict({"codec": {"spec": "threshold:0.01+ef"}})
