@@ -211,7 +211,8 @@ def _cmd_peer(args: argparse.Namespace) -> int:
     try:
         with Peer(task.model, cfg, id=peer_id, peers=peers, bind=bind,
                   num_samples=task.num_samples, events_path=events, context=context, curve=curve,
-                  aggregation_context=task_aggregation_context(task, cfg)) as peer:
+                  aggregation_context=task_aggregation_context(
+                      task, cfg, n_peers=len(peers))) as peer:
             peer.run(task)
     finally:
         if curve is not None:

@@ -117,6 +117,8 @@ class ExperimentConfig:
             raise ConfigError("[pacing] stale_correction does not apply to [aggregation] rule = "
                               '"admm" (ADMM keeps its own per-neighbour duals and versions)')
         check_feature_split(self)  # honour or refuse every key (featuresplit/config.py)
+        if self.aggregation.rule == "admm":
+            _check_admm(self)
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "ExperimentConfig":
@@ -144,6 +146,26 @@ class ExperimentConfig:
         for key, sub in tables.items():
             merged.setdefault(key, {}).update(sub)
         return ExperimentConfig.from_dict(merged)
+
+
+def _check_admm(cfg: ExperimentConfig) -> None:
+    """Refuse parts that break ADMM's math (:func:`gossipml.aggregation.admm_setup_problems`)."""
+    from gossipml.aggregation.admm import admm_setup_problems
+    from gossipml.policies.topology import build_topology
+
+    topology = build_topology(cfg.topology, cfg.run.n_peers)
+    n = topology.n_peers
+    problems = admm_setup_problems(
+        asynchronous=cfg.aggregation.asynchronous, pacing_mode=cfg.pacing.mode,
+        codec_spec=cfg.codec.spec, content=cfg.codec.content, topology_kind=cfg.topology.kind,
+        topology_static=topology.is_static,
+        topology_undirected=all(set(topology.in_neighbors(i)) == set(topology.out_neighbors(i))
+                                for i in range(n)),
+        consensus_step=cfg.peer.consensus_step, membership=cfg.membership.enabled,
+        push_every_steps=cfg.pacing.push_every_steps, interval_steps=cfg.pacing.interval_steps,
+        stream=cfg.data.stream, max_staleness=cfg.pacing.max_staleness)
+    if problems:
+        raise ConfigError('[aggregation] rule = "admm": ' + "; ".join(problems))
 
 
 def _build_part(key: str, part_cls: type, sub: Mapping[str, Any]) -> Any:

@@ -31,6 +31,7 @@ from gossipml.aggregation.rules import FilteringAggregator
 
 __all__ = [
     "Prox", "AdmmState", "admm_step", "quadratic_prox", "prox_from_gradient", "AdmmAggregator",
+    "admm_setup_problems",
 ]
 
 Params = Mapping[str, torch.Tensor]
@@ -59,7 +60,7 @@ def admm_step(
         for name, xi in own.items():
             dual[name] += 0.5 * rho * (xi - xj[name])
             v[name] += 0.5 * (xi + xj[name]) / d - step * dual[name]
-    return prox(v, step)
+    return prox(v, step, {name: x.detach().clone() for name, x in own.items()})
 
 
 def quadratic_prox(anchor: Params, curvature: float = 1.0) -> Prox:
@@ -67,7 +68,7 @@ def quadratic_prox(anchor: Params, curvature: float = 1.0) -> Prox:
     if curvature <= 0:
         raise ValueError(f"curvature must be > 0, got {curvature}")
 
-    def prox(v: Model, step: float) -> Model:
+    def prox(v: Model, step: float, start: Model | None = None) -> Model:
         return {n: (curvature * anchor[n] + v[n] / step) / (curvature + 1.0 / step) for n in v}
 
     return prox
@@ -77,12 +78,13 @@ def prox_from_gradient(
     grad: Callable[[Model], Model], lr: float, steps: int
 ) -> Prox:
     """An inexact prox from a gradient oracle: ``steps`` of gradient descent on
-    ``f(x) + ||x - v||^2 / (2 s)`` from ``x = v`` (linearized ADMM when ``steps`` is small)."""
+    ``f(x) + ||x - v||^2 / (2 s)`` from ``start`` (else ``v``); warm-started at the current model,
+    ADMM's fixed point stays exact however few the steps (linearized ADMM when ``steps`` is 1)."""
     if lr <= 0 or steps < 1:
         raise ValueError(f"need lr > 0 and steps >= 1, got lr={lr}, steps={steps}")
 
-    def prox(v: Model, step: float) -> Model:
-        x = {n: t.clone() for n, t in v.items()}
+    def prox(v: Model, step: float, start: Model | None = None) -> Model:
+        x = {n: t.clone() for n, t in (start if start is not None else v).items()}
         for _ in range(steps):
             g = grad(x)
             x = {n: x[n] - lr * (g[n] + (x[n] - v[n]) / step) for n in x}
@@ -92,8 +94,12 @@ def prox_from_gradient(
 
 
 class AdmmAggregator(FilteringAggregator):
-    """ADMM as an aggregator. ``prox`` (context) is the local loss's prox oracle; without one the
-    locally trained model stands in for the local loss, ``f_i(x) ~ 1/2 ||x - own||^2``.
+    """ADMM as an aggregator. ``prox`` (context) is the local loss's prox oracle (every launcher
+    hands the task's, :mod:`gossipml.tasks.prox`); then the prox IS the local optimisation and
+    :attr:`solves_local_problem` tells the training loop to take no local optimizer steps (they
+    would move the model off the ADMM iterate). Without a prox (an embedding application that
+    passes none) the locally trained model stands in for the local loss,
+    ``f_i(x) ~ 1/2 ||x - own||^2``, and local steps run as for any rule.
 
     Asynchronous mode: a contribution's ``round`` is the sender's ADMM version (its step count),
     the own version is ``own_round`` when given, else this aggregator's step count; keep
@@ -107,6 +113,17 @@ class AdmmAggregator(FilteringAggregator):
         self.prox = prox
         self.state = AdmmState()
         self.async_state = AsyncAdmmState(history_limit=max(8, 4 * cfg.max_models))
+
+    @property
+    def solves_local_problem(self) -> bool:
+        """True with a prox oracle: the training loop then skips its local optimizer steps."""
+        return self.prox is not None
+
+    @property
+    def wants_every_version(self) -> bool:
+        """Asynchronous ADMM matches dual updates by version: it needs every neighbour version,
+        not only the newest (a missed one is filled with a newer one, which biases the duals)."""
+        return self.cfg.asynchronous
 
     def _combines_alone(self) -> bool:
         return self.cfg.asynchronous
@@ -149,6 +166,53 @@ class AdmmAggregator(FilteringAggregator):
         else:
             new = admm_step(work, {j: x for j, _, x in fresh}, self.state, self.cfg.rho, prox)
         return {n: new[n].to(own[n].dtype) for n in own}
+
+
+def admm_setup_problems(*, asynchronous: bool, pacing_mode: str, codec_spec: str, content: str,
+                        topology_kind: str, topology_static: bool, topology_undirected: bool,
+                        consensus_step: float, membership: bool, push_every_steps: int | None,
+                        interval_steps: int, stream: bool, max_staleness: int = 0) -> list[str]:
+    """Why an experiment's other parts break ADMM's math (empty: none); each says what to use."""
+    problems = []
+    if codec_spec != "identity" or content != "params":
+        problems.append(
+            f"ADMM updates each edge's dual with the pair (x_i, x_j) that both ends must see "
+            f"alike; [codec] spec = {codec_spec!r}, content = {content!r} hands each end another "
+            "copy (lossy, or a CHOCO estimate rebuilt from deltas) and moves the fixed point off "
+            'the optimum: use [codec] spec = "identity", content = "params"')
+    if not topology_static or membership:
+        problems.append(
+            f"ADMM keeps one dual per edge of a fixed graph; topology {topology_kind!r}"
+            f"{' with [membership]' if membership else ''} changes the edges as it runs: use a "
+            "static undirected topology (ring, full, torus, or an edges file of 'a b' lines) "
+            "without membership")
+    elif not topology_undirected:
+        problems.append(
+            f"ADMM needs every edge both ways (both ends update its dual); topology "
+            f"{topology_kind!r} is directed: use ring, full, torus, or an edges file of 'a b' "
+            "lines")
+    if not asynchronous and pacing_mode != "sync":
+        problems.append(
+            f"synchronous ADMM steps with every neighbour's model of the same round; [pacing] "
+            f'mode = {pacing_mode!r} merges others: use mode = "sync", or set [aggregation] '
+            'asynchronous = true (asynchronous ADMM, under mode "async" or "ssp")')
+    if asynchronous and (pacing_mode in ("async", "backup")
+                         or (pacing_mode == "ssp" and max_staleness > 1)):
+        problems.append(
+            f"asynchronous ADMM pairs its dual updates by round and needs every neighbour "
+            f"version (a peer holds its neighbours' last 3); [pacing] mode = {pacing_mode!r}"
+            f"{f' with max_staleness = {max_staleness}' if pacing_mode == 'ssp' else ''} lets "
+            'versions pass unseen: use mode = "ssp" with max_staleness <= 1, or "sync"')
+    if consensus_step != 1.0:
+        problems.append(f"ADMM's new model is its prox step; [peer] consensus_step = "
+                        f"{consensus_step} would blend it with the old one: use 1.0")
+    if push_every_steps is not None and push_every_steps != interval_steps:
+        problems.append("ADMM sends its model once per round, after its step: leave [pacing] "
+                        "push_every_steps unset (or equal to interval_steps)")
+    if stream:
+        problems.append("ADMM's prox is over a fixed local dataset; [data] stream has none: use "
+                        'a fixed dataset, or rule = "mean" on a stream')
+    return problems
 
 
 def _cloned(value: Any) -> Any:

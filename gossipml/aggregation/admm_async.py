@@ -7,7 +7,10 @@ Using stale values in the dual update at both ends of an edge breaks the antisym
 and the neighbour versions it has not matched yet, and matches versions up to
 ``min(own version, newest neighbour version)``. The primal step uses the newest neighbour value
 (module ``admm``'s update otherwise). Every version must arrive (in order or not) for exactness;
-a missed version is filled with the next newer one received, which is an approximation.
+a missed version is filled with the next newer one received, which is an approximation (a peer
+hands the aggregator every held version: ``wants_every_version``). Own versions the peer stepped
+through without calling the aggregator (nothing arrived) kept the model, so the next call's model
+stands for them exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from gossipml.aggregation.base import Model
 __all__ = ["Prox", "AsyncAdmmState", "async_admm_step"]
 
 Params = Mapping[str, torch.Tensor]
-Prox = Callable[[Model, float], Model]  # (v, step) -> argmin f(x) + ||x - v||^2 / (2 step)
+#: ``prox(v, step, start)`` -> ``argmin_x f(x) + ||x - v||^2 / (2 step)``; ``start`` is the peer's
+#: current model, where an inexact (iterative) prox begins (exact ones ignore it).
+Prox = Callable[[Model, float, Model], Model]
 
 
 @dataclass
@@ -70,7 +75,11 @@ def async_admm_step(
     """One asynchronous ADMM step at a peer; ``arrivals`` are ``(sender, version, x_j)``."""
     if rho <= 0:
         raise ValueError(f"rho must be > 0, got {rho}")
-    state.own_history[state.version] = {n: x.clone() for n, x in own.items()}
+    mine = {n: x.clone() for n, x in own.items()}
+    if state.own_history:  # versions stepped without a call kept the model: they equal this one
+        for t in range(max(state.own_history) + 1, state.version):
+            state.own_history[t] = mine
+    state.own_history[state.version] = mine
     for sender, version, params in arrivals:
         state.pending.setdefault(sender, {})[version] = dict(params)
         if sender not in state.newest or version >= state.newest[sender][0]:
@@ -78,9 +87,8 @@ def async_admm_step(
     for j in state.newest:
         _match_duals(state, j, rho, own)
         _bound(state.pending.get(j, {}), state.history_limit)
-    keep_from = min(state.matched.get(j, -1) for j in state.newest) + 1 if state.newest else 0
-    for t in [t for t in state.own_history if t < keep_from]:
-        del state.own_history[t]
+    # own iterates are dropped by age only: one matched by every neighbour heard so far is still
+    # needed by a neighbour not heard yet (its first versions pair with our first ones)
     _bound(state.own_history, state.history_limit)
     state.version += 1
     if not state.newest:
@@ -92,7 +100,7 @@ def async_admm_step(
         dual = state.duals.setdefault(j, _zeros(own))
         for name, x_i in own.items():
             v[name] += 0.5 * (x_i + x_j[name]) / d - step * dual[name]
-    return prox(v, step)
+    return prox(v, step, {n: x.clone() for n, x in own.items()})
 
 
 def _bound(versions: dict[int, Model], limit: int) -> None:

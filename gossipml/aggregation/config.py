@@ -31,6 +31,12 @@ class AggregationConfig:
     # admm
     rho: float = 1.0
     asynchronous: bool = False  # admm: step with the newest neighbour values kept
+    # admm: the local loss's prox (gossipml.tasks.prox): exact for lstsq, else prox_steps gradient
+    # steps of size prox_lr (None: 1/(L + rho d), computed for linear models) on the whole shard
+    # (prox_batch_size = 0) or on one minibatch of that size per step
+    prox_steps: int = 10
+    prox_lr: float | None = None
+    prox_batch_size: int = 0
     # robust rules
     trim_fraction: float = 0.2
     clip_radius: float | None = None  # None: the median distance of the neighbours this round
@@ -59,6 +65,12 @@ class AggregationConfig:
             (self.age_exponent >= 0, "age_exponent must be >= 0"),
             (0.0 < self.partial_fraction <= 1.0, "partial_fraction must be in (0, 1]"),
             (self.rho > 0, "rho must be > 0 (the ADMM penalty)"),
+            (_is_int(self.prox_steps) and self.prox_steps >= 1,
+             "prox_steps must be an integer >= 1 (gradient steps per ADMM prox)"),
+            (self.prox_lr is None or self.prox_lr > 0,
+             "prox_lr must be > 0, or left out for 1/(L + rho d) (linear models)"),
+            (_is_int(self.prox_batch_size) and self.prox_batch_size >= 0,
+             "prox_batch_size must be an integer >= 0 (0: the whole local shard per step)"),
             (0.0 <= self.trim_fraction < 0.5, "trim_fraction must be in [0, 0.5)"),
             (self.clip_radius is None or self.clip_radius > 0,
              "clip_radius must be > 0, or left out for the adaptive radius"),
@@ -73,6 +85,10 @@ class AggregationConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:

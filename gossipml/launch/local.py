@@ -143,11 +143,13 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
 
 
 def task_aggregation_context(task: Any, cfg: ExperimentConfig | None = None,
-                             dataset: Any = None) -> dict[str, Any]:
+                             dataset: Any = None, *, n_peers: int | None = None) -> dict[str, Any]:
     """What aggregation rules may need from a task: its local inputs (ensemble-then-distill
-    relabels them), a factory of fresh models of the same architecture, and, with
-    ``[aggregation] public_samples = N``, an unlabeled public set: N training inputs of the
-    dataset drawn with a fixed seed (the same for every peer; their labels are never used)."""
+    relabels them), a factory of fresh models of the same architecture, with
+    ``[aggregation] public_samples = N`` an unlabeled public set (N training inputs of the
+    dataset drawn with a fixed seed, the same for every peer; their labels are never used), and
+    for ``rule = "admm"`` the prox of the task's local loss (:mod:`gossipml.tasks.prox`), scaled
+    so the ``n_peers`` (default ``[run] n_peers``) local objectives sum to the centralized one."""
     import copy
 
     ctx: dict[str, Any] = {"model_factory": lambda: copy.deepcopy(task.model)}
@@ -164,7 +166,23 @@ def task_aggregation_context(task: Any, cfg: ExperimentConfig | None = None,
         pick = np.random.default_rng([cfg.run.seed, 7]).permutation(len(data.x_train))
         ctx["public_data"] = torch.as_tensor(data.x_train[np.sort(pick[:n_public])]).to(
             getattr(task, "device", "cpu"))
+    if cfg is not None and cfg.aggregation.rule == "admm":
+        ctx["prox"] = _admm_prox(task, cfg, n_peers or cfg.run.n_peers)
     return ctx
+
+
+def _admm_prox(task: Any, cfg: ExperimentConfig, n_peers: int) -> Any:
+    """The task's local prox; ``[task] weight_decay`` is its l2, the shards' union its data."""
+    from gossipml.data import partition_indices
+    from gossipml.tasks.prox import build_local_prox
+
+    if cfg.data.stream:
+        raise ValueError("ADMM's prox needs a fixed local dataset; [data] stream has none")
+    total = sum(len(p) for p in partition_indices(task.dataset.y_train, n_peers, cfg.data))
+    agg = cfg.aggregation
+    return build_local_prox(task, n_peers=n_peers, total_samples=total,
+                            l2=cfg.task.weight_decay, steps=agg.prox_steps, lr=agg.prox_lr,
+                            batch_size=agg.prox_batch_size, seed=cfg.run.seed)
 
 
 def run_in_process(cfg: ExperimentConfig, out: Path, *,

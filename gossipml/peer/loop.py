@@ -111,6 +111,9 @@ def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, 
         peer.wait_for_neighbors()
     metrics: dict[str, Any] = {}
     next_round = first  # a backup peer left behind may skip rounds (Rounds.catch_up)
+    # ADMM with the task's prox: the prox is the local optimisation; optimizer steps would move
+    # the model off the ADMM iterate, so the loop only counts the round's steps
+    solves = getattr(getattr(peer, "aggregator", None), "solves_local_problem", False)
     for r in range(first, rounds):
         if r < next_round:
             continue
@@ -119,13 +122,15 @@ def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, 
         factor = emulation.step_factor(peer.id, r, peer.n_peers)
         while result is None:
             t0 = time.perf_counter()
-            losses.append(float(task.train_step()))
+            if not solves:
+                losses.append(float(task.train_step()))
             pad_s = emulation.pad_s(factor, time.perf_counter() - t0)
             if pad_s > 0:  # emulate a slower (or a fixed-speed) device
                 time.sleep(pad_s)
             result = peer.step()
         next_round = r + 1 + len(result.get("skipped_rounds", ()))
-        fields: dict[str, Any] = {**result, "loss": sum(losses) / len(losses),
+        loss = sum(losses) / len(losses) if losses else float(task.train_loss())
+        fields: dict[str, Any] = {**result, "loss": loss,
                                   "clock": peer.clock, **peer.stats()}
         optimizer = getattr(task, "optimizer", None)
         if optimizer is not None:  # the learning rate of the round's last step

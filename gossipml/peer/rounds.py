@@ -5,13 +5,14 @@ else."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Callable
 
 import torch
 
-from gossipml.aggregation.base import Aggregator
+from gossipml.aggregation.base import Aggregator, Contribution
 from gossipml.comm.mailbox import Mailbox
 from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.merge import apply_aggregate, contributions
@@ -54,6 +55,7 @@ class Rounds:
         self.local_steps = 0
         self.final_round: int | None = None  # for [pacing] final_sync
         self.waited_for: set[int] = set()
+        self._handed: dict[int, int] = {}  # newest round of each sender handed to the aggregator
 
     def resume(self, clock: int, local_steps: int | None = None) -> None:
         """Go on from a checkpoint: the clock, and the local steps done (default: the clock's
@@ -165,6 +167,19 @@ class Rounds:
         assert decision is not None  # wait_for evaluates the predicate at least once
         return decision, time.monotonic() - start
 
+    def _every_version(self, contribs: list[Contribution]) -> list[Contribution]:
+        """Asynchronous ADMM pairs its dual updates by round: each sender's held models since
+        the last one handed over, oldest first, then the chosen one."""
+        out = []
+        for c in contribs:
+            for t in range(self._handed.get(c.sender, -1) + 1, c.round):
+                held = self.mailbox.at_round(c.sender, t)
+                if held is not None:
+                    out.append(dataclasses.replace(c, round=t, params=held.params))
+            out.append(c)
+            self._handed[c.sender] = max(c.round, self._handed.get(c.sender, -1))
+        return out
+
     def _merge(self, senders: tuple[int, ...], r: int, take_newest: bool) -> Merged:
         """Merge the chosen senders' models; (senders merged, their staleness, those merged
         through stale correction)."""
@@ -173,6 +188,8 @@ class Rounds:
             self.stale.record(r, own)
         weights = self.topology.mixing_weights(self.peer_id, r)
         contribs = contributions(self.mailbox, senders, r, take_newest, weights)
+        if getattr(self.aggregator, "wants_every_version", False):
+            contribs = self._every_version(contribs)
         if not contribs:
             return [], [], []
         corrected: list[int] = []

@@ -27,7 +27,7 @@ def quadratic_problem(seed: int):
 
     def prox(i: int):
         a, b = mats[i], centers[i]
-        return lambda v, s: {"x": torch.linalg.solve(a + eye / s, a @ b + v["x"] / s)}
+        return lambda v, s, start=None: {"x": torch.linalg.solve(a + eye / s, a @ b + v["x"] / s)}
 
     return optimum, prox
 
@@ -121,3 +121,73 @@ def test_admm_state_survives_a_checkpoint_file(tmp_path, asynchronous):
     expected = a.aggregate(xa, step, 0.5, own_round=5)["w"]
     assert torch.equal(restored.aggregate(xa, step, 0.5, own_round=5)["w"], expected)
     assert not torch.allclose(fresh.aggregate(xa, step, 0.5, own_round=5)["w"], expected)
+
+
+def _digits_task(model: str, l2: float):
+    from gossipml.data import DataConfig
+    from gossipml.tasks import TaskConfig, build_task
+    from gossipml.tasks.prox import build_local_prox
+
+    task = build_task(TaskConfig(model=model, weight_decay=l2), DataConfig(dataset="digits"), 0,
+                      4, 0)
+    total = len(task.dataset.x_train)
+    return task, lambda **kw: build_local_prox(task, n_peers=4, total_samples=total, l2=l2,
+                                               **{"steps": 10, "lr": None, "batch_size": 0,
+                                                  **kw})
+
+
+def _prox_stationarity(prox, x, v, step):
+    g = prox.gradient(x)
+    return max(float((g[n] + (x[n] - v[n]) / step).abs().max()) for n in x)
+
+
+def test_lstsq_prox_is_exact():
+    from gossipml.peer.exchanged import exchanged_state
+
+    task, make = _digits_task("lstsq", l2=0.05)
+    prox = make()
+    v = {n: t + 0.3 for n, t in exchanged_state(task.model).items()}
+    x = prox(v, 0.25, None)
+    assert _prox_stationarity(prox, x, v, 0.25) < 1e-5
+
+
+def test_logreg_prox_from_gradient_steps_converges_and_keeps_its_fixed_point():
+    from gossipml.peer.exchanged import exchanged_state
+
+    task, make = _digits_task("logreg", l2=0.1)
+    v = {n: t + 0.1 for n, t in exchanged_state(task.model).items()}
+    few, many = make(steps=3), make(steps=2000)
+    exact = many(v, 0.5, v)
+    assert _prox_stationarity(many, exact, v, 0.5) < 1e-4
+    # warm-started at the prox itself, a few steps stay there: ADMM's fixed point stays exact
+    again = few(v, 0.5, exact)
+    assert max(float((again[n] - exact[n]).abs().max()) for n in v) < 1e-5
+    # from v, a few steps do not reach it
+    cold = few(v, 0.5, None)
+    assert max(float((cold[n] - exact[n]).abs().max()) for n in v) > 1e-3
+
+
+def test_prox_needs_a_step_size_for_nonlinear_models():
+    from gossipml.data import DataConfig
+    from gossipml.tasks import TaskConfig, build_task
+    from gossipml.tasks.prox import build_local_prox
+
+    task = build_task(TaskConfig(model="mlp"), DataConfig(dataset="digits"), 0, 4, 0)
+    with pytest.raises(ValueError, match="prox_lr"):
+        build_local_prox(task, n_peers=4, total_samples=1000, l2=0.0, steps=5, lr=None,
+                         batch_size=0)
+    assert build_local_prox(task, n_peers=4, total_samples=1000, l2=0.0, steps=5, lr=0.1,
+                            batch_size=32) is not None
+
+
+def test_setup_check_accepts_what_admm_needs():
+    from gossipml.aggregation.admm import admm_setup_problems
+
+    good = dict(asynchronous=False, pacing_mode="sync", codec_spec="identity", content="params",
+                topology_kind="ring", topology_static=True, topology_undirected=True,
+                consensus_step=1.0, membership=False, push_every_steps=None, interval_steps=1,
+                stream=False)
+    assert admm_setup_problems(**good) == []
+    assert admm_setup_problems(**{**good, "asynchronous": True, "pacing_mode": "ssp",
+                                  "max_staleness": 1}) == []
+    assert len(admm_setup_problems(**{**good, "codec_spec": "q8", "stream": True})) == 2
