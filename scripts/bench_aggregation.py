@@ -1,16 +1,18 @@
 """Aggregation benchmark: averaging vs ensemble-then-distill under label skew, and plain averaging
 vs robust rules with one Byzantine peer.
 
-    python scripts/bench_aggregation.py [--quick] [--json] [--only distill|byzantine] [--out DIR]
+    python scripts/bench_aggregation.py [--smoke | --quick] [--json] [--only distill|byzantine]
+        [--public N] [--out DIR]
 
-Every run is a real gossipml run (``gossipml.launch.local.run_in_process``: all peers as threads of one
-process over ``inproc://``, the same Peer, wire format and aggregators as ``gossipml run``).
+Every run is a real gossipml run (``gossipml.launch.local.run_in_process``: all peers as threads
+of one process over ``inproc://``, the same Peer, wire format and aggregators as ``gossipml run``).
 
 Distill scenario (``distill-alpha0.1``, ``distill-alpha0.5``): Fashion-MNIST, 16 peers, Dirichlet
 label skew, mlp, synchronous gossip on a ring with k = 4 neighbours, few exchanges with many local
-steps between them. ``mean`` (Metropolis-weighted averaging) and ``distill`` (ensemble-then-distill
-of the own and the neighbours' models, relabelling the peer's local data) see the same data,
-rounds, local steps and seeds; only ``[aggregation] rule`` differs.
+steps between them. ``mean`` (Metropolis-weighted averaging), ``distill`` (ensemble-then-distill
+of the own and the neighbours' models, relabelling the peer's local data) and ``distill+public``
+(the same, also distilling on ``--public`` unlabeled training images: ``[aggregation]
+public_samples``) see the same data, rounds, local steps and seeds; only ``[aggregation]`` differs.
 
 Byzantine scenario (``byzantine-none``, ``-scale100``, ``-nan``, ``-noise``): 8 peers, Fashion-MNIST
 iid, mlp, full topology (each peer hears all 7 others, so a median/trimmed mean over 8 models can
@@ -20,47 +22,59 @@ averages the final accuracy of the honest peers only.
 
 Each row: ``scenario, rule, mean_accuracy, honest_mean_accuracy, min_honest_accuracy, wall_s,
 rejected`` (messages rejected by honest peers, all reasons); ``targets`` compares them.
-
-Measured here (shared 2-core box). ``--quick`` (3 min 47 s): alpha 0.1 mean 0.403, distill 0.500
-(+9.7), distill+public 0.501; honest accuracy, attack none/scale100/nan/noise: mean
-0.792/0.402/0.790/0.639, median 0.801/0.808/0.796/0.798, trimmed_mean 0.799/0.794/0.801/0.795,
-clipped 0.791/0.801/0.798/0.796. ``--only distill`` (full, 3 rounds, 3 min 32 s): alpha 0.1 mean
-0.467, distill 0.531 (+6.4), distill+public 0.520; alpha 0.5 mean 0.754, distill 0.781 (+2.7),
-distill+public 0.785. With 4 rounds of 100 steps the gain at alpha 0.1 was only +0.5, and with
-8 of 50 averaging won by 4.6 points: distillation pays when exchanges are few and local training
-between them long (the ensemble then beats the drifted average).
+``--smoke`` runs every row in seconds (digits, 4 peers, 2 rounds: a test that the benchmark
+works, not a measurement). Measured figures: ``docs/results/bench_aggregation.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
-
-
-import numpy as np
-import torch
+from typing import Any
 
 from gossipml.launch import local as runner
 from gossipml.config import ExperimentConfig
-from gossipml.data import load_dataset
 
-__all__ = ["distill_config", "byzantine_config", "run_row", "main", "ATTACKER"]
+__all__ = ["PRESETS", "distill_config", "byzantine_config", "run_row", "main", "ATTACKER"]
 
 ATTACKER = 3
 ATTACKS: dict[str, str] = {"none": "", "scale100": "scale:100", "nan": "nan", "noise": "noise:1.0"}
 ROBUST_RULES = ("median", "trimmed_mean", "clipped")
 
+#: Sizes per preset. ``smoke`` runs every row of the full preset, tiny (digits: no system
+#: dataset needed); ``quick`` and ``full`` are the measured presets.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"dataset": "digits", "alphas": (0.1, 0.5), "d_peers": 4, "d_rounds": 2,
+              "d_steps": 5, "distill_steps": 5, "public": 64, "b_peers": 4, "b_rounds": 2,
+              "b_steps": 3, "b_timeout_s": 0.5, "eval_max_samples": 200,
+              # start-up handshakes and teardown at 0.1 s, not 1 s: most of a tiny run's time
+              "heartbeat_s": 0.1, "transport": {"linger_s": 0.1}},
+    "quick": {"dataset": "fmnist", "alphas": (0.1,), "d_peers": 16, "d_rounds": 2,
+              "d_steps": 300, "distill_steps": 300, "public": 2000, "b_peers": 8,
+              "b_rounds": 8, "b_steps": 20, "b_timeout_s": 3.0, "eval_max_samples": 2000},
+    "full": {"dataset": "fmnist", "alphas": (0.1, 0.5), "d_peers": 16, "d_rounds": 3,
+             "d_steps": 300, "distill_steps": 300, "public": 2000, "b_peers": 8,
+             "b_rounds": 20, "b_steps": 30, "b_timeout_s": 3.0, "eval_max_samples": 2000},
+}
+
+
+def _task(eval_max_samples: int) -> dict[str, Any]:
+    return {"model": "mlp", "hidden": 128, "optimizer": "sgd", "lr": 0.05,
+            "momentum": 0.9, "batch_size": 32, "eval_max_samples": eval_max_samples}
+
 
 def distill_config(rule: str, alpha: float, *, rounds: int, interval_steps: int,
                    n_peers: int = 16, seed: int = 0, distill: dict[str, Any] | None = None,
-                   topology: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Fashion-MNIST, Dirichlet(alpha) label skew, ring k=4; ``rule`` is "mean" or "distill"."""
+                   topology: dict[str, Any] | None = None, dataset: str = "fmnist",
+                   eval_max_samples: int = 2000,
+                   transport: dict[str, Any] | None = None,
+                   heartbeat_s: float = 1.0) -> ExperimentConfig:
+    """Dirichlet(alpha) label skew, ring k=4; ``rule`` "mean" or "distill" (``distill`` overrides
+    its keys, e.g. ``{"public_samples": 2000}`` for an unlabeled public set)."""
     aggregation: dict[str, Any] = {"rule": rule}
     if rule == "distill":
         aggregation.update({"temperature": 2.0, "distill_steps": 300, "distill_lr": 1e-3,
@@ -69,67 +83,46 @@ def distill_config(rule: str, alpha: float, *, rounds: int, interval_steps: int,
     return ExperimentConfig.from_dict({
         "name": f"bench-agg-{rule}-a{alpha}",
         "run": {"n_peers": n_peers, "mode": "threads", "deadline_s": 1800, "seed": seed},
-        "data": {"dataset": "fmnist", "partition": "dirichlet", "alpha": alpha},
-        "task": {"model": "mlp", "hidden": 128, "optimizer": "sgd", "lr": 0.05,
-                 "momentum": 0.9, "batch_size": 32, "eval_max_samples": 2000},
+        "data": {"dataset": dataset, "partition": "dirichlet", "alpha": alpha},
+        "task": _task(eval_max_samples),
         "topology": topology or {"kind": "ring", "k": 4, "weights": "metropolis"},
-        "pacing": {"mode": "sync", "timeout_s": 120.0, "interval_steps": interval_steps},
+        "pacing": {"mode": "sync", "timeout_s": 120.0, "interval_steps": interval_steps,
+                   "heartbeat_interval_s": heartbeat_s},
+        "transport": dict(transport or {}),
         "aggregation": aggregation,
         "peer": {"rounds": rounds, "eval_every_rounds": rounds},
     })
 
 
 def byzantine_config(rule: str, attack: str, *, rounds: int, interval_steps: int,
-                     n_peers: int = 8, seed: int = 0) -> ExperimentConfig:
-    """Fashion-MNIST iid, full topology, peer ``ATTACKER`` sends ``attack`` ("" for none)."""
+                     n_peers: int = 8, seed: int = 0, timeout_s: float = 3.0,
+                     dataset: str = "fmnist", eval_max_samples: int = 2000,
+                     transport: dict[str, Any] | None = None,
+                     heartbeat_s: float = 1.0) -> ExperimentConfig:
+    """iid data, full topology, peer ``ATTACKER`` sends ``attack`` ("" for none)."""
     peer: dict[str, Any] = {"rounds": rounds, "eval_every_rounds": rounds}
     if attack:
         peer.update({"attack": attack, "attackers": [ATTACKER]})
     return ExperimentConfig.from_dict({
         "name": f"bench-agg-{rule}-{attack or 'none'}",
         "run": {"n_peers": n_peers, "mode": "threads", "deadline_s": 1800, "seed": seed},
-        "data": {"dataset": "fmnist", "partition": "iid"},
-        "task": {"model": "mlp", "hidden": 128, "optimizer": "sgd", "lr": 0.05,
-                 "momentum": 0.9, "batch_size": 32, "eval_max_samples": 2000},
+        "data": {"dataset": dataset, "partition": "iid"},
+        "task": _task(eval_max_samples),
         "topology": {"kind": "full", "weights": "uniform"},
         # a short timeout: a NaN attacker's models are all rejected, and sync pacing waits the
         # whole timeout_s for it every round (rounds here take well under a second)
-        "pacing": {"mode": "sync", "timeout_s": 3.0, "interval_steps": interval_steps},
+        "pacing": {"mode": "sync", "timeout_s": timeout_s, "interval_steps": interval_steps,
+                   "heartbeat_interval_s": heartbeat_s},
         "aggregation": {"rule": rule, "trim_fraction": 0.2},
+        "transport": dict(transport or {}),
         "peer": peer,
     })
 
 
-def public_images(dataset: str, count: int, seed: int = 1) -> torch.Tensor:
-    """``count`` training images of ``dataset`` without their labels (a fixed seeded draw): the
-    unlabeled public set FedDF distills on. Same domain; no test image is used."""
-    data = load_dataset(dataset)
-    idx = np.random.default_rng(seed).permutation(len(data.x_train))[:count]
-    return torch.as_tensor(data.x_train[np.sort(idx)])
-
-
-@contextlib.contextmanager
-def with_public_data(public: torch.Tensor | None) -> Iterator[None]:
-    """Hand ``public`` to every peer's aggregator as ``public_data`` while running.
-
-    ``gossipml run`` has no key for an unlabeled public set yet, so this wraps the runner's
-    ``task_aggregation_context`` (the hook ``run_in_process`` calls per peer) for the run."""
-    if public is None:
-        yield
-        return
-    original = runner.task_aggregation_context
-    runner.task_aggregation_context = lambda task: {**original(task), "public_data": public}
-    try:
-        yield
-    finally:
-        runner.task_aggregation_context = original
-
-
 def run_row(scenario: str, cfg: ExperimentConfig, out: Path, *,
-            public: torch.Tensor | None = None, label: str | None = None) -> dict[str, Any]:
-    """Run one experiment in threads mode (with ``public`` as the distill public set); its row."""
-    with with_public_data(public):
-        s = runner.run_in_process(cfg, out).summary
+            label: str | None = None) -> dict[str, Any]:
+    """Run one experiment in threads mode; its row."""
+    s = runner.run_in_process(cfg, out).summary
     attackers = set(cfg.peer.attackers)
     honest = [p for p in s["peers"] if p["id"] not in attackers]
     accs = [p["final_accuracy"] for p in honest if p["final_accuracy"] is not None]
@@ -178,51 +171,56 @@ def _targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the scenarios; print a table (or JSON: the list of rows, then targets on stderr)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rounds (under 10 min here)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer rounds (under 10 min here)")
+    size.add_argument("--smoke", action="store_true",
+                      help="every row, tiny (seconds; checks the benchmark runs)")
     ap.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     ap.add_argument("--only", choices=("distill", "byzantine"), default=None)
-    ap.add_argument("--public", type=int, default=2000,
-                    help="unlabeled Fashion-MNIST training images in the distill+public rows")
+    ap.add_argument("--public", type=int, default=None,
+                    help="unlabeled training images in the distill+public rows "
+                         "(default 2000; 64 with --smoke)")
     ap.add_argument("--out", type=Path, default=None, help="keep run folders here")
     args = ap.parse_args(argv)
+    p = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-aggregation-"))
-    d_rounds, d_steps = (2, 300) if args.quick else (3, 300)
-    b_rounds, b_steps = (8, 20) if args.quick else (20, 30)
-    alphas = (0.1,) if args.quick else (0.1, 0.5)
-    attacks = tuple(ATTACKS)
-    rules = ("mean", *ROBUST_RULES)
+    public = args.public if args.public is not None else p["public"]
+    data = {"dataset": p["dataset"], "eval_max_samples": p["eval_max_samples"],
+            "transport": p.get("transport"), "heartbeat_s": p.get("heartbeat_s", 1.0)}
     rows: list[dict[str, Any]] = []
 
-    pub = public_images("fmnist", args.public) if args.only != "byzantine" else None
-
-    def add(scenario: str, cfg: ExperimentConfig, **kw: Any) -> None:
-        name = kw.get("label") or cfg.aggregation.rule
-        rows.append(run_row(scenario, cfg, root / f"{scenario}-{name}", **kw))
+    def add(scenario: str, cfg: ExperimentConfig, label: str | None = None) -> None:
+        name = label or cfg.aggregation.rule
+        rows.append(run_row(scenario, cfg, root / f"{scenario}-{name}", label=label))
         print(f"# {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
 
     if args.only in (None, "distill"):
-        for alpha in alphas:
-            for rule, public in (("mean", None), ("distill", None), ("distill", pub)):
-                add(f"distill-alpha{alpha}",
-                    distill_config(rule, alpha, rounds=d_rounds, interval_steps=d_steps),
-                    public=public, label="distill+public" if public is not None else None)
+        steps = {"distill_steps": p["distill_steps"]}
+        for alpha in p["alphas"]:
+            for rule, label, extra in (("mean", None, {}), ("distill", None, steps),
+                                       ("distill", "distill+public",
+                                        {**steps, "public_samples": public})):
+                add(f"distill-alpha{alpha}", distill_config(
+                    rule, alpha, rounds=p["d_rounds"], interval_steps=p["d_steps"],
+                    n_peers=p["d_peers"], distill=extra, **data), label)
     if args.only in (None, "byzantine"):
-        for attack in attacks:
-            for rule in rules:
+        for attack in ATTACKS:
+            for rule in ("mean", *ROBUST_RULES):
                 add(f"byzantine-{attack}", byzantine_config(
-                    rule, ATTACKS[attack], rounds=b_rounds, interval_steps=b_steps))
+                    rule, ATTACKS[attack], rounds=p["b_rounds"], interval_steps=p["b_steps"],
+                    n_peers=p["b_peers"], timeout_s=p["b_timeout_s"], **data))
     targets = _targets(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
         print(json.dumps({"targets": targets}, indent=2), file=sys.stderr)
-    else:
-        print(f"{'scenario':22} {'rule':13} {'mean_acc':>8} {'honest':>8} {'min_hon':>8} "
-              f"{'wall_s':>7} {'rejected':>8}")
-        for r in rows:
-            print(f"{r['scenario']:22} {r['rule']:13} {r['mean_accuracy']:8.4f} "
-                  f"{r['honest_mean_accuracy']:8.4f} {r['min_honest_accuracy']:8.4f} "
-                  f"{r['wall_s']:7.1f} {r['rejected']:8d}")
-        print(json.dumps(targets, indent=2))
+        return 0
+    print(f"{'scenario':22} {'rule':14} {'mean_acc':>8} {'honest':>8} {'min_hon':>8} "
+          f"{'wall_s':>7} {'rejected':>8}")
+    for r in rows:
+        print(f"{r['scenario']:22} {r['rule']:14} {r['mean_accuracy']:8.4f} "
+              f"{r['honest_mean_accuracy']:8.4f} {r['min_honest_accuracy']:8.4f} "
+              f"{r['wall_s']:7.1f} {r['rejected']:8d}")
+    print(json.dumps(targets, indent=2))
     return 0
 
 

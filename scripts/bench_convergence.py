@@ -1,35 +1,21 @@
 """Convergence under compression: Fashion-MNIST, 16 peers on a ring, Dirichlet alpha = 0.5.
 
 Every configuration runs the same experiment (same seed, same rounds, same data split) and
-differs only in the ``[codec]`` spec (and, for CHOCO delta rows, the consensus step). Prints final
-mean test accuracy, total bytes sent (all peers, all messages), the accuracy drop in points and
-the byte reduction against the dense (identity) run::
+differs only in the ``[codec]`` spec (and, for CHOCO delta rows, the consensus step, keyframes
+and refresh rounds). Prints final mean test accuracy, total bytes sent (all peers, all
+messages), the accuracy drop in points and the byte reduction against the dense (identity) run::
 
     python scripts/bench_convergence.py --quick          # threads mode, < 10 min on 2 cores
     python scripts/bench_convergence.py --json --out /tmp/conv
     python scripts/bench_convergence.py --configs dense,q8+ef --quick
+    python scripts/bench_convergence.py --smoke --json   # every row, tiny: checks it runs
 
-Measured (--quick, threads, shared 2-core box, 4 min 04 s): dense 0.7902; q8+ef -0.21 points at
-3.9x fewer bytes; q4+ef -0.31 at 7.7x; topk:0.01+ef +12.0 at 48x; sign+ef +3.4 at 31x;
-lowrank:2+ef +58 at 44x; q8+delta +0.28 at 3.9x; topk:0.01+delta (step 0.5) +4.6 at 37x;
-topk:0.01>q8+delta with a q8 keyframe every 13 rounds (step 1) +3.4 at 30.6x (dense 0.7931).
-The same row under other knobs (``--lr 0.02``: +3.4; ``--lr-schedule cosine``: dense 0.8196,
-+4.0; ``--rounds 600 --interval 1``, an exchange every step: dense 0.7959, +3.0 at 31x) and with
-q4 keyframes instead (every 7 rounds +3.5 at 32.9x; every 5 rounds +2.9 at 27.3x): the top-1 %
-row stays about 3 points behind dense at ~30x. Small tensors as q8 deltas
-(``+bysize:2048:q8``, q8 keyframe every 16): +2.5 at 30.8x; with sign refreshes every 2nd
-round instead of keyframes (``[peer] refresh_every_rounds``): +1.5 at 38.9x; q2 every 4th: +1.8
-at 32.7x. ``sign+delta`` alone (1-bit CHOCO deltas every round): +0.5 at 30.0x.
-Full preset (600 rounds x 2 steps, one invocation per group of rows, ~2 min a row): dense
-0.8041; top-1 % q8 keyframes every 13 +2.3 at 31.0x; bysize, keyframes every 16 +2.6 at 31.6x;
-bysize with sign refreshes every 2nd round +0.6 at 40.6x; ``sign+delta`` -0.3 (better than
-dense) at 31.0x. On this non-IID ring, 1-bit CHOCO deltas reach dense accuracy at ~30x; top-1 %
-ones do not, and the sign rounds carry the refresh rows.
 Sparse and low-rank codecs over full parameters fail: the receiver merges the zeros of the
 entries not sent; use ``+delta`` (CHOCO) content for them.
 
 Targets (issue #3; anchor CHOCO-SGD, Koloskova et al. 2019): 8-bit + EF within 0.3 points of
 dense at ~4x fewer bytes; top-1 % + EF within 1.0 point at >= 30x fewer bytes.
+Measured figures: ``docs/results/bench_convergence.md``.
 """
 
 from __future__ import annotations
@@ -90,6 +76,12 @@ CONFIGS: dict[str, Row] = {r.config: r for r in (
 
 #: Experiment knobs per preset (model, rounds, local steps per round, evaluation subset, mode).
 PRESETS: dict[str, dict[str, Any]] = {
+    # every row, tiny (digits, 4 peers): 17 rounds so the q8 keyframes every 13 and 16 rounds
+    # and the refresh rounds all happen once
+    "smoke": {"model": "mlp", "rounds": 17, "interval_steps": 1, "eval_max_samples": 200,
+              "mode": "threads", "batch_size": 32, "lr": 0.05, "dataset": "digits",
+              # start-up handshakes and teardown at 0.1 s, not 1 s: most of a tiny run's time
+              "n_peers": 4, "heartbeat_s": 0.1, "transport": {"linger_s": 0.1}},
     "quick": {"model": "mlp", "rounds": 150, "interval_steps": 4, "eval_max_samples": 2000,
               "mode": "threads", "batch_size": 32, "lr": 0.05},
     "full": {"model": "mlp", "rounds": 600, "interval_steps": 2, "eval_max_samples": 10000,
@@ -97,20 +89,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def experiment(row: Row, preset: dict[str, Any], *, n_peers: int = 16, seed: int = 0,
+def experiment(row: Row, preset: dict[str, Any], *, n_peers: int | None = None, seed: int = 0,
                alpha: float = 0.5) -> dict[str, Any]:
-    """The experiment tables of one row (ring, Metropolis weights, synchronous rounds)."""
+    """The experiment tables of one row (ring, Metropolis weights, synchronous rounds); the
+    preset's ``dataset`` (default fmnist) and ``n_peers`` (default 16) unless ``n_peers``."""
     rounds = int(preset["rounds"])
+    n_peers = n_peers or int(preset.get("n_peers", 16))
     return {
         "run": {"n_peers": n_peers, "mode": preset["mode"], "deadline_s": 1800, "seed": seed},
-        "data": {"dataset": "fmnist", "partition": "dirichlet", "alpha": alpha, "seed": seed},
+        "data": {"dataset": preset.get("dataset", "fmnist"), "partition": "dirichlet",
+                 "alpha": alpha, "seed": seed},
         "task": {"model": preset["model"], "optimizer": "sgd", "lr": preset["lr"],
                  "lr_schedule": preset.get("lr_schedule", "constant"), "momentum": 0.9,
                  "batch_size": preset["batch_size"],
                  "eval_max_samples": preset["eval_max_samples"], "same_init": True},
         "topology": {"kind": "ring", "weights": "metropolis"},
-        "pacing": {"mode": "sync", "timeout_s": 30.0, "interval_steps": preset["interval_steps"]},
+        "pacing": {"mode": "sync", "timeout_s": 30.0, "interval_steps": preset["interval_steps"],
+                   "heartbeat_interval_s": preset.get("heartbeat_s", 1.0)},
         "codec": {"spec": row.spec},
+        "transport": dict(preset.get("transport", {})),
         # CHOCO rows: one keyframe at round 0 only (threads/inproc loses no message); the
         # default (every 10 rounds) would resend the full reference and cap the byte reduction.
         "peer": {"rounds": rounds, "eval_every_rounds": rounds,
@@ -172,7 +169,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every selected configuration, print the table or JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the small preset (< 10 min here)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the small preset (< 10 min here)")
+    size.add_argument("--smoke", action="store_true",
+                      help="every row, tiny (seconds; checks the benchmark runs)")
     ap.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     ap.add_argument("--out", type=Path, default=None, help="keep each run's folder here")
     ap.add_argument("--configs", default=",".join(CONFIGS),
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         ap.error(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
-    preset = dict(PRESETS["quick" if args.quick else "full"])
+    preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    preset = dict(PRESETS[preset_name])
     for key, value in (("rounds", args.rounds), ("interval_steps", args.interval),
                        ("lr", args.lr), ("lr_schedule", args.lr_schedule)):
         if value is not None:
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"preset={'quick' if args.quick else 'full'} {preset}")
+        print(f"preset={preset_name} {preset}")
         print(_table(rows))
     return 0
 

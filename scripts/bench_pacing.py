@@ -1,8 +1,9 @@
 """Pacing benchmark: sync, async, SSP(1, 2, 4) and backup (k = d - 1) with one peer 3x slower,
 plus the overlap ratio (wall time per round with communication vs. the same steps without).
 
-    python scripts/bench_pacing.py [--quick] [--json] [--threads] [--seed N | --seeds 0,1,2]
-        [--target-seeds K] [--out DIR] [--stragglers moving,fixed,cycle] [--modes sync,ssp2]
+    python scripts/bench_pacing.py [--smoke | --quick] [--json] [--threads]
+        [--seed N | --seeds 0,1,2] [--target-seeds K] [--out DIR]
+        [--stragglers moving,fixed,cycle] [--modes sync,ssp2]
         [--topology full,ring,exponential,torus] [--no-stale-correction] [--no-overlap]
         [--rounds N] [--lr X] [--lr-schedule cosine] [--weights age] [--n-peers N]
 
@@ -27,14 +28,10 @@ The topology decides what sync costs, and each straggler kind runs on each ``--t
 (``full,ring``; ``fixed`` on the first only). On ``full`` a synchronous round waits for the
 slowest peer, as in the parameter-server setting of the SSP and backup-worker studies. On a ring
 a peer waits only for its two neighbours, so sync already hides much of a moving straggler and
-the schedule itself caps SSP(2) near 1.5x: with zero overhead (:func:`ideal_train_s`, reported
-as ``ssp2_ideal_speedup``), 100 rounds, seeds 0-4, SSP(2) is 1.97x faster than sync on full,
-1.51x on a ring, 1.56x on the exponential graph and 1.58x on the torus. Backup (k = d - 1) is
-the other way round without ``backup_catch_up``: on a ring one of two neighbours suffices, while
-on full a straggler that fell behind stays behind, so with a new straggler every round two peers
-lag and the round waits anyway. The ``backup`` row therefore catches up (a peer whose round the
-first k finished without it drops the rest and joins theirs, as backup workers restart on the
-newest parameters); ``backup_plain`` (not run by default) does not.
+the schedule itself caps SSP(2) (:func:`ideal_train_s`, the zero-overhead run, reported as
+``ssp2_ideal_speedup``). The ``backup`` row catches up (a peer whose round the first k finished
+without it drops the rest and joins theirs, as backup workers restart on the newest
+parameters); ``backup_plain`` (not run by default) does not.
 
 SSP rows use ``final_sync`` (a synchronous last round). Per mode: ``wall_s`` (start-up
 included), ``train_s`` (the slowest peer's time from its ``start`` to its ``final`` event),
@@ -48,52 +45,13 @@ kept in ``ssp2_per_seed``; every other row runs the first seed. Sync runs are de
 (the same seed gives the same accuracy); SSP and async runs are not. About 40 min in all here
 (--quick 8).
 
-Measured, SSP(2) against sync (speedup, accuracy change in points), 100 rounds:
-
-- full, moving, seeds 0-4, the defaults (cosine, stale correction): **1.98x, +0.09** (per seed
-  -0.12/+0.02/+0.31/+0.01/+0.23; sync 0.8508, SSP(2) 0.8517). Without the correction (cosine):
-  -0.41. The correction keeps the progress a stale merge would roll back; its cost, the own
-  recent SGD noise kept at full weight, fades as the rate anneals. At a constant rate it costs
-  more than it saves (-0.66 against -0.25 below). Sync at a constant rate ends at 0.8536, so
-  SSP(2) with the defaults is also within 0.19 points of the best sync measured.
-
-- full, moving, seed 0, backup against sync: with catch-up the median round is cut 62.9 %
-  (0.285 s against 0.766) and the run is 2.6x faster, 0.8528 accurate (sync 0.8519, cosine);
-  ``backup_plain`` cuts it by 7.7 % in one run and 36.5 % in another: its round times are
-  bimodal (a lagging peer or not), so their median jumps between the modes.
-
-- ``--json --topology full --stragglers moving --no-overlap`` with these defaults (15.5 min):
-  SSP(2) 1.997x, -0.07 over 5 seeds (per seed -0.24/+0.05/+0.10/-0.18/-0.08); against sync's
-  seed 0, ssp1 1.82x -0.14, ssp4 2.11x +0.63, async 2.30x -0.50, backup 2.69x +0.15 with its
-  median round cut 63.0 %.
-- ``--quick --json`` with these defaults (30 rounds, seed 0, 5 min 51 s): full SSP(2) 1.95x
-  +0.18, backup -62.7 % (2.5x faster); ring SSP(2) 1.54x +0.23 (ideal 1.50x), backup -5.7 %
-  but 2.2x faster (most ring sync rounds do not wait: 0.27 s against 0.77 on full, so the median
-  round has no room where the total time does); overlap 1.049.
-
-The runs below are at a constant rate (``--lr-schedule constant``), without the correction unless
-said, and backup without catch-up:
-
-- full, the default invocation on 2026-11-24 (then full only, 26 min): SSP(2) 1.977x, -0.31
-  (per seed -0.42/+0.08/-0.21/-0.42/-0.58); against sync's seed 0, ssp1 1.82x -0.14, ssp4
-  2.13x -0.62, async 2.30x -1.87; backup cuts the median round 7.7 % (moving) and 63.5 %
-  (fixed); overlap ratio 1.058.
-- ``--quick`` (30 rounds, seed 0, 6 min): full SSP(2) 1.95x -0.47, backup -31.8 %; ring SSP(2)
-  1.48x -0.66, backup -18.6 % (its sync rounds are short already: 0.31 s against 0.77 on full);
-  overlap 1.049.
-- full, ``--modes sync,ssp2 --seeds 0,...,9``: 1.98x, -0.20 (per seed -0.36/+0.23/-0.36/-0.37/
-  -0.40/+0.08/0.00/-0.66/-0.13/+0.01; sync itself spreads 0.851-0.857 over seeds). Seeds 0-4
-  twice: -0.25 and -0.31, so the 5-seed mean itself moves by about 0.06. ``--weights age``:
-  -0.28. With the correction: -0.66 at 100 rounds, though with ``--quick`` (seeds 0-2) -0.23
-  against -0.63 uncorrected: keeping the own progress since a stale model's round at full
-  weight wins early and costs once SGD noise dominates.
-- ring, seeds 0-4 (the previous session, the same merge rule): 1.507x -0.26 (per seed
-  1.46/1.59/1.39/1.47/1.63x, -0.03/-0.10/-0.15/-0.54/-0.49), matching its 1.506x ideal;
-  ``cycle`` 1.597x -0.60; backup cut the median round 50 % (moving), overlap ratio 1.04.
-
 Overlap: 2 peers (one per core), async, full topology, an exchange every 10 real steps of an mlp
 256 wide (~200k parameters, 800 KB a message), against the same run on a topology with no edges;
 ``overlap_ratio`` = median over repeated pairs of (median round time on / off); target <= 1.1.
+
+``--smoke`` runs every mode on every default scenario, two target seeds and one overlap pair,
+tiny and in threads (digits, 5 peers, 4 rounds of 2 emulated 2 ms steps): a test that the
+benchmark runs, not a measurement. Measured figures: ``docs/results/bench_pacing.md``.
 """
 
 from __future__ import annotations
@@ -110,10 +68,10 @@ from gossipml.config import ExperimentConfig
 from gossipml.events import read_events
 from gossipml.launch.results import events_path
 from gossipml.launch.local import run_in_process, run_local
-from gossipml.policies.topology import build_topology
+from pacingmath import ideal_train_s, mean_row, scenarios, seeds_for, targets
 
-__all__ = ["pacing_config", "overlap_config", "run_mode", "ideal_train_s", "mean_row",
-           "seeds_for", "scenarios", "main"]
+__all__ = ["PRESETS", "pacing_config", "overlap_config", "run_mode", "ideal_train_s",
+           "mean_row", "seeds_for", "scenarios", "main"]
 
 SLOW_PEER = 3
 SLOWDOWN = 3.0
@@ -132,6 +90,25 @@ MODES: dict[str, dict[str, Any]] = {
     "backup_plain": {"mode": "backup"},
 }
 DEFAULT_MODES = ("sync", "async", "ssp1", "ssp2", "ssp4", "backup")
+
+#: Sizes per preset (flags override them). ``smoke`` runs every default row tiny, in threads:
+#: digits, 0.1 s heartbeats and linger (start-up and teardown would be most of a tiny run).
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"rounds": 4, "n_peers": 5, "stragglers": "moving,fixed", "target_seeds": 2,
+              "step_time_s": 0.002, "interval_steps": 2, "overlap_pairs": 1,
+              "overlap_rounds": 4, "overlap_steps": 2, "threads": True,
+              "overrides": {"data": {"dataset": "digits"}, "task": {"eval_max_samples": 200},
+                            "pacing": {"heartbeat_interval_s": 0.1},
+                            "transport": {"linger_s": 0.1}}},
+    "quick": {"rounds": 30, "n_peers": 8, "stragglers": "moving", "target_seeds": 1,
+              "step_time_s": STEP_TIME_S, "interval_steps": INTERVAL_STEPS, "overlap_pairs": 3,
+              "overlap_rounds": 60, "overlap_steps": OVERLAP_STEPS, "threads": False,
+              "overrides": {}},
+    "full": {"rounds": 100, "n_peers": 8, "stragglers": "moving,fixed", "target_seeds": 5,
+             "step_time_s": STEP_TIME_S, "interval_steps": INTERVAL_STEPS, "overlap_pairs": 5,
+             "overlap_rounds": 60, "overlap_steps": OVERLAP_STEPS, "threads": False,
+             "overrides": {}},
+}
 
 
 #: Topologies the benchmark runs on: on ``full`` a synchronous round waits for the slowest peer;
@@ -155,13 +132,14 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
                   interval_steps: int = INTERVAL_STEPS, seed: int = 0,
                   task: dict[str, Any] | None = None,
                   aggregation: dict[str, Any] | None = None,
-                  topology: str = DEFAULT_TOPOLOGY) -> ExperimentConfig:
+                  topology: str = DEFAULT_TOPOLOGY,
+                  overrides: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
     """The benchmark experiment for one pacing table and straggler kind.
 
     Every local step lasts ``step_time_s`` times its factor (``[emulation] step_time_s``: an
     emulated device; the real step is ~1 ms), so 8+ peers on 2 cores are not CPU-bound and a slow
-    peer slows the others only through the pacing."""
-    return ExperimentConfig.from_dict({
+    peer slows the others only through the pacing. ``overrides``: keys merged into tables."""
+    return _merged(overrides, {
         "aggregation": dict(aggregation or {}),
         "name": f"bench-pacing-{pacing['mode']}-{straggler}",
         "run": {"n_peers": n_peers, "mode": "threads" if threads else "processes",
@@ -177,13 +155,21 @@ def pacing_config(pacing: dict[str, Any], n_peers: int, rounds: int, threads: bo
     })
 
 
+def _merged(overrides: dict[str, dict[str, Any]] | None,
+            tables: dict[str, Any]) -> ExperimentConfig:
+    for name, keys in (overrides or {}).items():
+        tables[name] = {**tables.get(name, {}), **keys}
+    return ExperimentConfig.from_dict(tables)
+
+
 def overlap_config(n_peers: int, rounds: int, steps: int, edges_path: Path | None,
-                   threads: bool) -> ExperimentConfig:
+                   threads: bool,
+                   overrides: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
     """Async, an exchange every ``steps`` real (not emulated) steps of an mlp 256 wide (~200k
     parameters, 800 KB a message); ``edges_path``: an empty edge list (communication off)."""
     topology = ({"kind": "edges", "path": str(edges_path)} if edges_path is not None
                 else {"kind": "full"})
-    return ExperimentConfig.from_dict({
+    return _merged(overrides, {
         "name": "bench-overlap",
         "run": {"n_peers": n_peers, "mode": "threads" if threads else "processes",
                 "deadline_s": 600},
@@ -197,7 +183,8 @@ def overlap_config(n_peers: int, rounds: int, steps: int, edges_path: Path | Non
 
 
 def overlap_pairs(root: Path, pairs: int, threads: bool, n_peers: int = 2, rounds: int = 60,
-                  steps: int = OVERLAP_STEPS) -> dict[str, Any]:
+                  steps: int = OVERLAP_STEPS,
+                  overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """``pairs`` runs with communication on, each followed by the same run with it off (one peer
     per core, so training is CPU-bound and the communication thread competes with it);
     ``overlap_ratio`` = median over pairs of (median round time on / off)."""
@@ -206,8 +193,9 @@ def overlap_pairs(root: Path, pairs: int, threads: bool, n_peers: int = 2, round
     edges.write_text("# no edges: every peer alone, communication off\n")
     ratios, on_s, off_s = [], [], []
     for i in range(pairs):
-        on = run_mode(overlap_config(n_peers, rounds, steps, None, threads), root / f"ov_on{i}")
-        off = run_mode(overlap_config(n_peers, rounds, steps, edges, threads),
+        on = run_mode(overlap_config(n_peers, rounds, steps, None, threads, overrides),
+                      root / f"ov_on{i}")
+        off = run_mode(overlap_config(n_peers, rounds, steps, edges, threads, overrides),
                        root / f"ov_off{i}")
         on_s.append(on["median_round_s"])
         off_s.append(off["median_round_s"])
@@ -217,25 +205,6 @@ def overlap_pairs(root: Path, pairs: int, threads: bool, n_peers: int = 2, round
     return {"overlap_ratio": round(ratio, 3), "pair_ratios": [round(r, 3) for r in ratios],
             "round_s_comm_on": on_s, "round_s_comm_off": off_s, "interval_steps": steps,
             "n_peers": n_peers, "rounds": rounds, "target_met": ratio <= 1.1}
-
-
-def ideal_train_s(cfg: ExperimentConfig, staleness: int | None) -> float:
-    """The run's length with zero overhead: every round lasts its emulated steps exactly, a
-    model is known the moment its round ends, and a peer waits for its in-neighbours as the
-    pacing says (``staleness`` None: sync; else SSP(s), a neighbour's round c - s model needed to
-    end round c). The last round is synchronous (``final_sync``). A lower bound on the measured
-    ``train_s``; the ratio of two of them is the speedup the schedule allows."""
-    n, rounds, em = cfg.run.n_peers, cfg.peer.rounds, cfg.emulation
-    topology = build_topology(cfg.topology, n)
-    step_s = em.step_time_s * cfg.pacing.interval_steps
-    start = [0.0] * n
-    ends: list[list[float]] = []
-    for r in range(rounds):
-        ends.append([start[i] + step_s * em.step_factor(i, r, n) for i in range(n)])
-        need = r if staleness is None or r == rounds - 1 else r - staleness
-        start = [max([ends[r][i]] + ([ends[need][j] for j in topology.in_neighbors(i, r)]
-                                     if need >= 0 else [])) for i in range(n)]
-    return max(start)
 
 
 def _train_times(out: Path, n: int) -> list[float]:
@@ -260,72 +229,15 @@ def run_mode(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
             "failed_peers": s["failed_peers"], "out_dir": str(out)}
 
 
-#: Figures averaged over seeds when ``--seeds`` names more than one.
-AVERAGED = ("wall_s", "train_s", "mean_peer_train_s", "mean_accuracy", "median_round_s")
-
-
-def mean_row(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One mode's row: the mean of each figure over its runs (one per seed), and the runs."""
-    row: dict[str, Any] = {"mode": mode}
-    for key in AVERAGED:
-        values = [r[key] for r in runs if r[key] is not None]
-        row[key] = round(statistics.fmean(values), 5) if len(values) == len(runs) else None
-    row["failed_peers"] = sorted({p for r in runs for p in r["failed_peers"]})
-    if len(runs) > 1:
-        row["per_seed"] = runs
-    else:
-        row["out_dir"] = runs[0]["out_dir"]
-    return row
-
-
-def seeds_for(mode: str, straggler: str, seeds: list[int] | None,
-              target_seeds: list[int]) -> list[int]:
-    """The seeds a mode runs: ``seeds`` (``--seeds``) for every mode when given; else the sync and
-    ssp2 rows of a moving or cycling straggler run ``target_seeds`` (one seed's accuracy moves
-    by +-0.3 points from run to run, as much as the SSP(2) target allows) and every other row
-    runs the first of them."""
-    if seeds is not None:
-        return seeds
-    if mode in ("sync", "ssp2") and straggler in ("moving", "cycle"):
-        return target_seeds
-    return target_seeds[:1]
-
-
-def scenarios(topologies: list[str], stragglers: list[str]) -> list[tuple[str, str]]:
-    """(topology, straggler) pairs to run: every straggler kind on every topology, except the
-    fixed one on the first topology only (no pacing beats the slow peer's own compute there)."""
-    return [(t, k) for i, t in enumerate(topologies) for k in stragglers
-            if k != "fixed" or i == 0]
-
-
-def _targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Issue #4's targets on the rows (means over seeds); with ``per_seed`` runs, the SSP(2)
-    speedup and accuracy drop of each seed too (sync and ssp2 of a seed share its data split,
-    initial model and stragglers)."""
-    sync, ssp2 = rows["sync"], rows["ssp2"]
-    speedup = sync["train_s"] / ssp2["train_s"]
-    acc_drop_pts = 100 * (sync["mean_accuracy"] - ssp2["mean_accuracy"])
-    out: dict[str, Any] = {"ssp2_speedup_vs_sync": round(speedup, 3),
-                           "ssp2_accuracy_drop_points": round(acc_drop_pts, 3),
-                           "ssp2_target_met": speedup >= 1.5 and acc_drop_pts <= 0.3}
-    if "per_seed" in sync and "per_seed" in ssp2:
-        out["ssp2_per_seed"] = [
-            {"seed": a["seed"], "speedup": round(a["train_s"] / b["train_s"], 3),
-             "accuracy_drop_points": round(100 * (a["mean_accuracy"] - b["mean_accuracy"]), 3)}
-            for a, b in zip(sync["per_seed"], ssp2["per_seed"])]
-    if "backup" in rows:
-        cut = 1 - rows["backup"]["median_round_s"] / sync["median_round_s"]
-        out.update(backup_median_round_cut=round(cut, 3), backup_target_met=cut >= 0.2)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run every mode for each straggler kind, then the overlap pairs; print a table or JSON."""
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rounds (under 10 min here)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer rounds (under 10 min here)")
+    size.add_argument("--smoke", action="store_true",
+                      help="every default row, tiny, in threads (seconds; checks it runs)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--threads", action="store_true", help="peers as threads, not processes")
-    ap.add_argument("--n-peers", type=int, default=8)
+    ap.add_argument("--n-peers", type=int, default=None, help="peers (default 8; 5 --smoke)")
     ap.add_argument("--stragglers", default=None,
                     help=f"comma list from {sorted(STRAGGLERS)} (default moving,fixed; moving "
                          "with --quick)")
@@ -339,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-seeds", type=int, default=None,
                     help="how many seeds (from --seed on) the sync and ssp2 rows of the moving "
                          "and cycle stragglers run, the SSP(2) target checked on their means "
-                         "(default 5, 1 with --quick); ignored with --seeds")
+                         "(default 5, 1 with --quick, 2 with --smoke); ignored with --seeds")
     ap.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
     ap.add_argument("--lr", type=float, default=None, help="override the learning rate")
     ap.add_argument("--lr-schedule", default=None,
@@ -354,67 +266,95 @@ def main(argv: list[str] | None = None) -> int:
                     help="[pacing] stale_correction on the async and SSP rows (default on)")
     ap.add_argument("--no-overlap", action="store_true", help="skip the overlap pairs")
     ap.add_argument("--out", type=Path, default=None, help="keep run folders here")
-    args = ap.parse_args(argv)
-    if args.n_peers < 5:
+    return ap
+
+
+def _plan(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The checked flags merged over the preset: what the run does."""
+    p = dict(PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"])
+    p["n_peers"] = args.n_peers or p["n_peers"]
+    if p["n_peers"] < 5:
         ap.error("--n-peers must be >= 5 (peer 3 is the slow one)")
-    stragglers = [k for k in (args.stragglers or ("moving" if args.quick else "moving,fixed"))
-                  .split(",") if k]
-    topologies = [t for t in args.topology.split(",") if t]
-    if not topologies or any(t not in TOPOLOGIES for t in topologies):
+    p["stragglers"] = [k for k in (args.stragglers or p["stragglers"]).split(",") if k]
+    p["topologies"] = [t for t in args.topology.split(",") if t]
+    if not p["topologies"] or any(t not in TOPOLOGIES for t in p["topologies"]):
         ap.error(f"--topology must be a comma list from {list(TOPOLOGIES)}, got {args.topology!r}")
-    modes = [m for m in args.modes.split(",") if m]
-    for name in stragglers + modes:
+    p["modes"] = [m for m in args.modes.split(",") if m]
+    for name in p["stragglers"] + p["modes"]:
         if name not in STRAGGLERS and name not in MODES:
             ap.error(f"unknown straggler kind or mode {name!r}")
     try:
-        seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else None
+        p["seeds"] = [int(x) for x in args.seeds.split(",") if x] if args.seeds else None
     except ValueError:
         ap.error(f"--seeds must be a comma list of integers, got {args.seeds!r}")
-    if seeds == []:
+    if p["seeds"] == []:
         ap.error("--seeds names no seed")
-    n_target = args.target_seeds if args.target_seeds is not None else (1 if args.quick else 5)
+    n_target = args.target_seeds if args.target_seeds is not None else p["target_seeds"]
     if n_target < 1:
         ap.error("--target-seeds must be >= 1")
-    target_seeds = list(range(args.seed, args.seed + n_target))
-    rounds = args.rounds or (30 if args.quick else 100)
-    aggregation = {"weights": args.weights} if args.weights else {}
-    task = {k: v for k, v in (("lr", args.lr), ("lr_schedule", args.lr_schedule)) if v is not None}
+    p["target_seeds"] = list(range(args.seed, args.seed + n_target))
+    p["rounds"] = args.rounds or p["rounds"]
+    p["threads"] = args.threads or p["threads"]
+    p["aggregation"] = {"weights": args.weights} if args.weights else {}
+    p["task"] = {k: v for k, v in (("lr", args.lr), ("lr_schedule", args.lr_schedule))
+                 if v is not None}
+    return p
+
+
+def _scenario(p: dict[str, Any], topology: str, kind: str, root: Path,
+              stale_correction: bool) -> dict[str, Any]:
+    """Every mode of one (topology, straggler) pair; targets where sync and ssp2 both ran."""
+    def config(pace: dict[str, Any], seed: int, threads: bool) -> ExperimentConfig:
+        return pacing_config(pace, p["n_peers"], p["rounds"], threads, kind,
+                             step_time_s=p["step_time_s"], interval_steps=p["interval_steps"],
+                             seed=seed, task=p["task"], aggregation=p["aggregation"],
+                             topology=topology, overrides=p["overrides"])
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name in p["modes"]:
+        runs = []
+        mode_seeds = seeds_for(name, kind, p["seeds"], p["target_seeds"])
+        for seed in mode_seeds:
+            pace = dict(MODES[name])
+            if stale_correction and pace["mode"] in ("ssp", "async"):
+                pace["stale_correction"] = True
+            sub = f"{name}-s{seed}" if len(mode_seeds) > 1 else name
+            runs.append({"seed": seed, **run_mode(config(pace, seed, p["threads"]),
+                                                  root / topology / kind / sub)})
+            print(f"# {topology} {kind} {name} seed {seed}: {runs[-1]}", file=sys.stderr)
+        rows[name] = mean_row(name, runs)
+    scenario: dict[str, Any] = {"straggler": kind, "topology": topology,
+                                "modes": list(rows.values())}
+    if {"sync", "ssp2"} <= set(rows):
+        scenario["targets"] = targets(rows)
+        ideal = [[ideal_train_s(config(MODES[m], seed, True), st)
+                  for seed in seeds_for("ssp2", kind, p["seeds"], p["target_seeds"])]
+                 for m, st in (("sync", None), ("ssp2", 2))]
+        scenario["targets"]["ssp2_ideal_speedup"] = round(sum(ideal[0]) / sum(ideal[1]), 3)
+    return scenario
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every mode for each straggler kind, then the overlap pairs; print a table or JSON."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    p = _plan(ap, args)
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-pacing-"))
     report: dict[str, Any] = {
-        "n_peers": args.n_peers, "rounds": rounds, "interval_steps": INTERVAL_STEPS,
-        "step_time_s": STEP_TIME_S, "slowdown": SLOWDOWN,
-        "run_mode": "threads" if args.threads else "processes",
-        "seeds": seeds or {"target_rows": target_seeds, "other_rows": target_seeds[:1]},
-        "topologies": topologies, "stale_correction": args.stale_correction,
-        "task_overrides": task, "aggregation": aggregation, "scenarios": {}}
-    for topology, kind in scenarios(topologies, stragglers):
-        rows: dict[str, dict[str, Any]] = {}
-        for name in modes:
-            runs = []
-            mode_seeds = seeds_for(name, kind, seeds, target_seeds)
-            for seed in mode_seeds:
-                pace = dict(MODES[name])
-                if args.stale_correction and pace["mode"] in ("ssp", "async"):
-                    pace["stale_correction"] = True
-                cfg = pacing_config(pace, args.n_peers, rounds, args.threads, kind,
-                                    seed=seed, task=task, aggregation=aggregation,
-                                    topology=topology)
-                sub = f"{name}-s{seed}" if len(mode_seeds) > 1 else name
-                runs.append({"seed": seed, **run_mode(cfg, root / topology / kind / sub)})
-                print(f"# {topology} {kind} {name} seed {seed}: {runs[-1]}", file=sys.stderr)
-            rows[name] = mean_row(name, runs)
-        scenario: dict[str, Any] = {"straggler": kind, "topology": topology,
-                                    "modes": list(rows.values())}
-        if {"sync", "ssp2"} <= set(rows):
-            scenario["targets"] = _targets(rows)
-            ideal = [[ideal_train_s(pacing_config(MODES[m], args.n_peers, rounds, True, kind,
-                                                  seed=seed, topology=topology), st)
-                      for seed in seeds_for("ssp2", kind, seeds, target_seeds)]
-                     for m, st in (("sync", None), ("ssp2", 2))]
-            scenario["targets"]["ssp2_ideal_speedup"] = round(sum(ideal[0]) / sum(ideal[1]), 3)
-        report["scenarios"][f"{kind}/{topology}"] = scenario
+        "n_peers": p["n_peers"], "rounds": p["rounds"], "interval_steps": p["interval_steps"],
+        "step_time_s": p["step_time_s"], "slowdown": SLOWDOWN,
+        "run_mode": "threads" if p["threads"] else "processes",
+        "seeds": p["seeds"] or {"target_rows": p["target_seeds"],
+                                "other_rows": p["target_seeds"][:1]},
+        "topologies": p["topologies"], "stale_correction": args.stale_correction,
+        "task_overrides": p["task"], "aggregation": p["aggregation"], "scenarios": {}}
+    for topology, kind in scenarios(p["topologies"], p["stragglers"]):
+        report["scenarios"][f"{kind}/{topology}"] = _scenario(p, topology, kind, root,
+                                                              args.stale_correction)
     if not args.no_overlap:
-        report["overlap"] = overlap_pairs(root, 3 if args.quick else 5, args.threads)
+        report["overlap"] = overlap_pairs(root, p["overlap_pairs"], p["threads"],
+                                          rounds=p["overlap_rounds"], steps=p["overlap_steps"],
+                                          overrides=p["overrides"])
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -13,7 +13,9 @@ All in one invocation, between two spawned processes, with the same tensor size 
 - ``vs_zmq`` = gossipml_gbps / zmq_gbps and ``best_vs_gloo`` = max(gossipml paths) / gloo_gbps.
 
 Each transfer is acknowledged by the receiver (a tiny message back), so the figures are end to end.
-Usage: ``python scripts/bench_wire.py [--json] [--mib 64] [--iters 8]``.
+Usage: ``python scripts/bench_wire.py [--json] [--smoke] [--mib 64] [--iters 8]``. ``--smoke``
+(1 MiB, 2 transfers a path) runs every path in seconds: a test that the benchmark works, not a
+measurement. Measured figures: ``docs/results/bench_wire.md``.
 """
 
 from __future__ import annotations
@@ -143,11 +145,18 @@ def memcpy_gbps(nbytes: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure every path once and print the figures (one JSON object with --json)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--mib", type=int, default=64, help="model size in MiB (float32)")
-    ap.add_argument("--iters", type=int, default=8, help="timed transfers per path")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every path, 1 MiB, 2 transfers (checks the benchmark runs)")
+    ap.add_argument("--mib", type=int, default=None,
+                    help="model size in MiB (float32; default 64, 1 with --smoke)")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="timed transfers per path (default 8, 2 with --smoke)")
     args = ap.parse_args(argv)
+    args.mib = args.mib or (1 if args.smoke else 64)
+    args.iters = args.iters or (2 if args.smoke else 8)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.set_start_method("spawn", force=True)
     nbytes = args.mib * 2**20

@@ -19,8 +19,8 @@ def topk_magnitude(flat: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     """Indices (int64, unsorted) of the ``k`` largest ``|flat|``: exact, ties broken arbitrarily.
 
     For large tensors a threshold under the k-th magnitude is estimated from a seeded sample, the
-    few candidates above it are kept, and ``torch.topk`` runs on them only (measured ~10x faster
-    than ``torch.topk`` on 16 M floats at k = 1 %); it falls back to a full topk if too few remain.
+    few candidates above it are kept, and ``torch.topk`` runs on them only (faster than a full
+    ``torch.topk``: docs/results/bench_codecs.md); it falls back to a full topk if too few remain.
     """
     n = flat.numel()
     k = max(0, min(int(k), n))

@@ -14,10 +14,8 @@ than the kept history (``window`` rounds) also merges as it is, and is counted. 
 ``window`` preallocated copies of the exchanged state, written in place each round. It is not
 checkpointed: after a resume the first stale models merge as they are until it refills.
 
-Measured (``scripts/bench_pacing.py``, 8 peers, full topology, SSP(2), moving 3x straggler, 100
-rounds, seeds 0-4): with a cosine learning-rate schedule SSP(2) ends 0.41 points below sync
-without the correction and 0.09 above it with. At a constant rate it goes the other way (0.25
-below without, 0.66 below with): keeping the own progress since a stale model's round at full
+It pays with a decaying learning rate and costs at a constant one (figures:
+docs/results/bench_pacing.md): keeping the own progress since a stale model's round at full
 weight keeps that progress's SGD noise unaveraged too, which costs more than the rollback while
 the rate stays high. So it is off by default; turn it on with a decaying rate.
 """

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_pacing", Path(__file__).resolve().parents[2] / "scripts" / "bench_pacing.py")
+_SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(_SCRIPTS) not in sys.path:  # bench_pacing imports its sibling pacingmath, as when run
+    sys.path.insert(0, str(_SCRIPTS))
+_spec = importlib.util.spec_from_file_location("bench_pacing", _SCRIPTS / "bench_pacing.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
@@ -56,7 +59,7 @@ def test_mean_row_averages_seeds_and_targets_use_the_means():
                             "ssp2": [(6, 5, 0.80), (7, 7, 0.81)]}.items()}
     rows = {m: bench.mean_row(m, r) for m, r in runs.items()}
     assert rows["sync"]["train_s"] == 9 and rows["ssp2"]["mean_accuracy"] == pytest.approx(0.805)
-    t = bench._targets(rows)
+    t = bench.targets(rows)
     assert t["ssp2_speedup_vs_sync"] == pytest.approx(1.5)
     assert t["ssp2_accuracy_drop_points"] == pytest.approx(0.5)
     assert not t["ssp2_target_met"] and "backup_target_met" not in t
