@@ -101,6 +101,10 @@ class ExperimentConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
 
     def __post_init__(self) -> None:
+        try:  # which mixing weights win: gossipml.aggregation.weights.mixing_scheme
+            self.aggregation.for_topology(self.topology.weights)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.peer.refresh_every_rounds and parse_spec(self.codec.spec)["stages"][0][0] == \
                 "threshold":
             raise ConfigError("[peer] refresh_every_rounds does not apply to the 'threshold' "

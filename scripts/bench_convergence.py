@@ -11,7 +11,10 @@ messages), the accuracy drop in points and the byte reduction against the dense 
     python scripts/bench_convergence.py --smoke --json   # every row, tiny: checks it runs
 
 Sparse and low-rank codecs over full parameters fail: the receiver merges the zeros of the
-entries not sent; use ``+delta`` (CHOCO) content for them.
+entries not sent; use ``+delta`` (CHOCO) content for them. Few-bit codecs over parameters too
+(--quick, issue #16; dense 0.7915): q8 -0.15, q4 +1.5, q4+ef +0.22, q2 +10.0, q2+ef +2.1,
+q2+delta +0.0, sign +21.5. ``CodecConfig`` therefore refuses sparse, low-rank, sign and q2 codecs
+over parameters; their rows here keep ``allow_biased_params`` as the baselines that show why.
 
 Targets (issue #3; anchor CHOCO-SGD, Koloskova et al. 2019): 8-bit + EF within 0.3 points of
 dense at ~4x fewer bytes; top-1 % + EF within 1.0 point at >= 30x fewer bytes.
@@ -43,18 +46,22 @@ class Row:
     keyframe_codec: str = "identity"
     refresh_every_rounds: int = 0  # 0: every CHOCO delta through ``spec``
     refresh_codec: str = "q4"
+    allow_biased_params: bool = False  # a codec CodecConfig refuses over parameters (a baseline)
 
 
 #: The rows of the issue, then CHOCO delta rows (content = change since the last exchange).
+#: Sparse, sign and low-rank rows over parameters are kept as the baselines that show why
+#: ``CodecConfig`` refuses them (``allow_biased_params``).
 #: ``lowrank`` goes through ``+bysize`` so that 1-D tensors are sent raw by a codec that the
 #: error-feedback wrapper can decode (see the note in the report on LowRankCodec.decode).
 CONFIGS: dict[str, Row] = {r.config: r for r in (
     Row("dense", "identity"),
     Row("q8+ef", "q8+ef"),
     Row("q4+ef", "q4+ef"),
-    Row("topk:0.01+ef", "topk:0.01+ef"),
-    Row("sign+ef", "sign+ef"),
-    Row("lowrank:2+ef", "lowrank:2+ef+bysize:1024"),
+    Row("q2+ef", "q2+ef", allow_biased_params=True),
+    Row("topk:0.01+ef", "topk:0.01+ef", allow_biased_params=True),
+    Row("sign+ef", "sign+ef", allow_biased_params=True),
+    Row("lowrank:2+ef", "lowrank:2+ef+bysize:1024", allow_biased_params=True),
     Row("q8+delta", "q8+delta", 1.0),
     Row("topk:0.01+delta g=0.5", "topk:0.01+delta", 0.5),
     Row("topk:0.01>q8+delta g=0.5", "topk:0.01>q8+delta", 0.5),
@@ -106,7 +113,8 @@ def experiment(row: Row, preset: dict[str, Any], *, n_peers: int | None = None, 
         "topology": {"kind": "ring", "weights": "metropolis"},
         "pacing": {"mode": "sync", "timeout_s": 30.0, "interval_steps": preset["interval_steps"],
                    "heartbeat_interval_s": preset.get("heartbeat_s", 1.0)},
-        "codec": {"spec": row.spec},
+        "codec": {"spec": row.spec,
+                  **({"allow_biased_params": True} if row.allow_biased_params else {})},
         "transport": dict(preset.get("transport", {})),
         # CHOCO rows: one keyframe at round 0 only (threads/inproc loses no message); the
         # default (every 10 rounds) would resend the full reference and cap the byte reduction.

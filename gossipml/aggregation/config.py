@@ -7,9 +7,11 @@ a rule added with ``register_rule`` can be named in TOML.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from gossipml.aggregation.registry import registered_rules
+from gossipml.aggregation.weights import mixing_scheme
 
 __all__ = ["WEIGHT_SCHEMES", "DISTILL_INITS", "AggregationConfig"]
 
@@ -23,7 +25,8 @@ class AggregationConfig:
     """How a peer merges its own model with its neighbours' (see ``build_aggregator``)."""
 
     rule: str = "mean"
-    weights: str = "uniform"  # "metropolis"/"topology": the Contribution.weight the peer passes
+    # "topology": follow [topology] weights; uniform/samples/age override it (see mixing_scheme)
+    weights: str = "topology"
     age_exponent: float = 0.5  # weights="age": w ~ base * (1 + staleness_rounds) ** -age_exponent
     # partial: average only a subset (tensor names, or a seeded fraction of the coordinates)
     partial_names: tuple[str, ...] = ()
@@ -85,6 +88,12 @@ class AggregationConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def for_topology(self, topology_weights: str) -> "AggregationConfig":
+        """This table with ``weights`` resolved against ``[topology] weights`` (see
+        :func:`~gossipml.aggregation.weights.mixing_scheme`): what a peer merges with."""
+        scheme = mixing_scheme(self.weights, topology_weights)
+        return self if scheme == self.weights else dataclasses.replace(self, weights=scheme)
 
 
 def _is_int(value: object) -> bool:

@@ -10,7 +10,7 @@ student's state dict is the aggregation result, so the model size never changes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +80,9 @@ class EnsembleAggregator(FilteringAggregator):
     """Output averaging / voting: keeps neighbour models, leaves the own model as it is; predict
     with ``predictor(own_module)``."""
 
+    #: whether a merge writes new parameters (optimizer state tied to the old ones goes stale)
+    replaces_params: ClassVar[bool] = False
+
     def __init__(self, cfg: AggregationConfig, *, model_factory: ModelFactory | None = None,
                  num_samples: int = 0, **_: Any) -> None:
         super().__init__(cfg, num_samples=num_samples)
@@ -116,6 +119,8 @@ class EnsembleAggregator(FilteringAggregator):
 
 class DistillAggregator(EnsembleAggregator):
     """Ensemble-then-distill (module docstring); needs ``model_factory`` and ``data``."""
+
+    replaces_params: ClassVar[bool] = True  # the student becomes the own model
 
     def __init__(self, cfg: AggregationConfig, *, model_factory: ModelFactory | None = None,
                  data: Any = None, public_data: Any = None, num_samples: int = 0,

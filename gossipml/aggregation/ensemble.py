@@ -130,6 +130,14 @@ class EnsemblePredictor:
         """Mean over members of ``softmax(logits / T)``: shape (batch, classes)."""
         return torch.softmax(self._member_logits(x) / self.temperature, dim=-1).mean(dim=0)
 
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+        """The fraction of ``x`` whose :meth:`predict` equals ``y`` (in batches of ``batch_size``)."""
+        if len(x) == 0:
+            raise ValueError("no samples to score the ensemble on")
+        correct = sum(int((self.predict(x[i:i + batch_size]) == y[i:i + batch_size]).sum())
+                      for i in range(0, len(x), batch_size))
+        return correct / len(x)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class per sample: argmax of the averaged probabilities, or the majority vote."""
         logits = self._member_logits(x)

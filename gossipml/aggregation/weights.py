@@ -11,7 +11,35 @@ from gossipml.aggregation.base import Contribution
 
 __all__ = [
     "uniform_weights", "topology_weights", "sample_weights", "age_weights", "scheme_weights",
+    "mixing_scheme",
 ]
+
+#: ``[topology] weights`` -> the scheme a merge uses when ``[aggregation] weights`` is left out.
+_FROM_TOPOLOGY: dict[str, str] = {"uniform": "uniform", "metropolis": "metropolis"}
+
+
+def mixing_scheme(aggregation_weights: str, topology_weights: str) -> str:
+    """The weight scheme a merge uses: the one place where ``[aggregation] weights`` and
+    ``[topology] weights`` meet.
+
+    ``[aggregation] weights = "topology"`` (the default) follows ``[topology] weights``:
+    ``"metropolis"`` merges with the topology's row ``w_ij = 1/(1+max(d_i,d_j))``, the mass of
+    neighbours that did not arrive going to the own model; ``"uniform"`` gives own and every
+    merged model ``1/(m+1)``. Any other ``[aggregation] weights`` (``uniform``, ``samples``,
+    ``age``) wins over the topology. ``"metropolis"`` in ``[aggregation]`` names the topology's
+    row, so it needs ``[topology] weights = "metropolis"``: anything else raises.
+    """
+    if topology_weights not in _FROM_TOPOLOGY:
+        raise ValueError(f"[topology] weights must be one of {sorted(_FROM_TOPOLOGY)}, "
+                         f"got {topology_weights!r}")
+    if aggregation_weights == "topology":
+        return _FROM_TOPOLOGY[topology_weights]
+    if aggregation_weights == "metropolis" and topology_weights != "metropolis":
+        raise ValueError('[aggregation] weights = "metropolis" merges with the topology\'s '
+                         'mixing row, but [topology] weights = "uniform": set [topology] weights '
+                         '= "metropolis" and leave [aggregation] weights out (it follows the '
+                         'topology), or set [aggregation] weights = "uniform"')
+    return aggregation_weights
 
 
 def _normalized(weights: Sequence[float]) -> list[float]:
@@ -79,14 +107,18 @@ def scheme_weights(
     own_round: int | None = None,
     age_exponent: float = 0.5,
 ) -> list[float]:
-    """Weights for ``[own, *received]`` under ``scheme`` (uniform/metropolis/topology/samples/age).
+    """Weights for ``[own, *received]`` under ``scheme`` (uniform/metropolis/samples/age; a peer
+    resolves ``[aggregation] weights = "topology"`` with :func:`mixing_scheme` first).
 
+    "metropolis" takes ``self_weight`` and each contribution's ``weight``: the row the caller
+    passes (the topology's), missing mass to the own model; an unresolved "topology" is uniform,
+    as under the default ``[topology] weights``;
     "age" decays the topology weights by staleness against ``own_round`` (or, when unknown, the
     newest round among the received models).
     """
-    if scheme == "uniform":
+    if scheme in ("uniform", "topology"):  # "topology" unresolved: [topology]'s default, uniform
         return uniform_weights(len(received) + 1)
-    if scheme in ("metropolis", "topology"):
+    if scheme == "metropolis":
         return topology_weights(self_weight, [c.weight for c in received])
     if scheme == "samples":
         return sample_weights(own_samples, [c.num_samples for c in received])

@@ -24,7 +24,8 @@ from gossipml.codecs.base import Codec
 from gossipml.codecs.combinators import BySize, ErrorFeedback
 from gossipml.codecs.registry import codec_entry, default_registry
 
-__all__ = ["CodecConfig", "build_codec", "parse_spec"]
+__all__ = ["CodecConfig", "build_codec", "parse_spec", "params_content_problem",
+           "BIASED_OVER_PARAMS"]
 
 #: CodecConfig fields that are a codec's parameters (which ones apply: the codec's entry keys).
 _TABLE_KEYS = ("block", "stochastic", "seed", "fraction", "count", "threshold", "rank",
@@ -102,6 +103,47 @@ def parse_spec(spec: str) -> dict[str, Any]:
     return plan
 
 
+#: Stages that cannot carry the model itself (``content = "params"``), with why: each names what
+#: the receiver's average is made of, and the figure ``scripts/bench_convergence.py`` measured.
+BIASED_OVER_PARAMS: dict[str, str] = {
+    "topk": "sends a few coordinates of the model, so receivers average zeros into the rest, and "
+            "'+ef' then adds every unsent coordinate back in ('topk:0.01+ef' measured 12 points "
+            "below dense)",
+    "randk": "sends a few coordinates of the model, so receivers average zeros into the rest",
+    "lowrank": "sends a rank-r approximation of each weight matrix, which loses most of a "
+               "trained model, and receivers average it in ('lowrank:2+ef' measured 58 points "
+               "below dense)",
+    "sign": "sends one bit per coordinate of the model, which becomes +-scale per block "
+            "('sign' measured 21 points below dense, 'sign+ef' 3.4, 'sign+delta' 0.5)",
+    "q2": "sends each coordinate of the model as one of 4 levels per block, an error of up to "
+          "a sixth of the block's range ('q2' measured 10 points below dense, 'q2+ef' 2.1, "
+          "'q2+delta' 0.0)",
+}
+
+
+def params_content_problem(plan: Mapping[str, Any]) -> str | None:
+    """Why a parsed spec cannot send whole models (``content = "params"``), with what to send
+    instead; None when it can. Dense codecs and 4- and 8-bit quantizers can (error at most
+    range/30 per block; with '+ef' the error is fed into the next send, a temporal dither; q8+ef
+    and q4+ef measured within 0.31 points of dense). Sparsifiers, low rank, sign and q2 send a
+    few coordinates, or a few bits, of the *model* itself: only changes survive that
+    (``threshold`` always sends changes, over one stream per receiver, so it is fine here;
+    CHOCO-SGD, ``content = "delta"``, whose public copy x_hat plays the part of error
+    feedback). Figures: ``scripts/bench_convergence.py --quick``, fmnist, 16 peers."""
+    if plan["delta"]:
+        return None
+    name = plan["stages"][0][0]
+    why = BIASED_OVER_PARAMS.get(name)
+    if why is None:
+        return None
+    head = ">".join(":".join([n, *(f"{k}={v}" for k, v in p.items())]) for n, p in plan["stages"])
+    if plan["bysize"] is not None:
+        head += "+bysize:{}:{}".format(*plan["bysize"])
+    return (f"codec {name!r} over content = \"params\" {why}. Send changes instead: "
+            f"content = \"delta\" (spec \"{head}+delta\", without '+ef': CHOCO's x_hat already "
+            f"feeds the error back), or set allow_biased_params = true to run it anyway")
+
+
 def _make_stage(name: str, params: Mapping[str, Any], value_codec: Codec | None = None) -> Codec:
     return codec_entry(name).make(params, value_codec)
 
@@ -136,6 +178,7 @@ class CodecConfig:
     min_numel: int | None = None  # with ``small``: choose-by-size
     small: str | None = None
     content: str = "params"  # "params" (full parameters) or "delta" (CHOCO-SGD change)
+    allow_biased_params: bool = False  # run a codec params_content_problem refuses, knowingly
 
     def __post_init__(self) -> None:
         if self.content not in ("params", "delta"):
@@ -145,6 +188,12 @@ class CodecConfig:
         if self.content == "delta" and not plan["delta"]:
             spec, plan["delta"] = spec + "+delta", True
         _build_plan(plan)  # validates every value
+        if not isinstance(self.allow_biased_params, bool):
+            raise ValueError(f"allow_biased_params must be true or false, got "
+                             f"{self.allow_biased_params!r}")
+        problem = params_content_problem(plan)
+        if problem is not None and not self.allow_biased_params:
+            raise ValueError(problem)
         object.__setattr__(self, "spec", spec)
         object.__setattr__(self, "content", "delta" if plan["delta"] else "params")
         object.__setattr__(self, "error_feedback", bool(plan["ef"]))
@@ -180,9 +229,9 @@ class CodecConfig:
 
 def build_codec(cfg_or_spec: CodecConfig | str | Mapping[str, Any]) -> Codec:
     """A codec from a CodecConfig, a spec string or a table (content is the caller's concern)."""
-    if isinstance(cfg_or_spec, str):
-        cfg_or_spec = CodecConfig(spec=cfg_or_spec)
-    elif isinstance(cfg_or_spec, Mapping):
+    if isinstance(cfg_or_spec, str):  # a bare codec: what it carries is the caller's concern
+        return _build_plan(parse_spec(cfg_or_spec))
+    if isinstance(cfg_or_spec, Mapping):
         cfg_or_spec = CodecConfig.from_table(cfg_or_spec)
     if not isinstance(cfg_or_spec, CodecConfig):
         raise TypeError(f"build_codec takes a CodecConfig, spec or table, got "

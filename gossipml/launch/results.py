@@ -17,11 +17,15 @@ def _peer_summary(peer_id: int, events: list[dict[str, Any]]) -> dict[str, Any]:
     rounds = [e for e in events if e["event"] == "round"]
     last = final or (rounds[-1] if rounds else {})
     accs = [e["accuracy"] for e in rounds if e.get("accuracy") is not None]
+    ensemble = [e["ensemble_accuracy"] for e in rounds if e.get("ensemble_accuracy") is not None]
     return {
         "id": peer_id,
         "finished": final is not None,
         "rounds": len(rounds),
         "final_accuracy": (final or {}).get("accuracy", accs[-1] if accs else None),
+        # ensemble rules: the accuracy of the own model with the kept neighbour models
+        "final_ensemble_accuracy": (final or {}).get("ensemble_accuracy",
+                                                     ensemble[-1] if ensemble else None),
         "final_loss": last.get("loss"),
         "bytes_sent": last.get("bytes_sent", 0),
         "bytes_received": last.get("bytes_received", 0),
@@ -42,15 +46,19 @@ def _median_round_s(rounds: list[dict[str, Any]]) -> float | None:
 
 def summarize(out_dir: str | Path, n_peers: int, *, wall_s: float, failed: Sequence[int],
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Summary of a run folder: per-peer figures and the means across peers."""
+    """Summary of a run folder: per-peer figures and the means across peers (accuracy of the
+    local models; with an ensemble rule also of each peer's ensemble, ``mean_ensemble_accuracy``)."""
     peers = [_peer_summary(i, read_events(events_path(out_dir, i))) for i in range(n_peers)]
     failed_ids = sorted(set(failed) | {p["id"] for p in peers if not p["finished"]})
     accs = [p["final_accuracy"] for p in peers if p["final_accuracy"] is not None]
+    ensemble = [p["final_ensemble_accuracy"] for p in peers
+                if p["final_ensemble_accuracy"] is not None]
     medians = [p["median_round_s"] for p in peers if p["median_round_s"] is not None]
     summary = {
         "mean_accuracy": round(statistics.fmean(accs), 5) if accs else None,
         "min_accuracy": min(accs) if accs else None,
         "max_accuracy": max(accs) if accs else None,
+        "mean_ensemble_accuracy": round(statistics.fmean(ensemble), 5) if ensemble else None,
         "wall_s": round(wall_s, 3),
         "failed_peers": failed_ids,
         "n_peers": n_peers,

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from gossipml.config import ExperimentConfig
 from gossipml.events import EventLog
+from gossipml.tasks.optim import reset_after_merge
 
 if TYPE_CHECKING:
     from gossipml.peer.checkpoint import CheckpointManager
 
-__all__ = ["run_task", "checkpoint_manager", "restore", "checkpoint_state", "Runnable"]
+__all__ = ["run_task", "checkpoint_manager", "restore", "checkpoint_state", "Runnable",
+           "ensemble_metrics", "after_merge"]
 
 
 class Runnable(Protocol):
@@ -84,11 +86,37 @@ def restore(peer: Runnable, task: Any, manager: "CheckpointManager") -> int | No
     return int(state["round"])
 
 
+def ensemble_metrics(peer: Runnable, task: Any) -> dict[str, Any]:
+    """``ensemble_accuracy`` and ``ensemble_members``: the own model and the neighbour models an
+    ensemble rule keeps (output_average, vote, distill's teacher), scored on the task's test split
+    with the rule's prediction; empty for other rules and for tasks without labelled test data."""
+    predictor = getattr(getattr(peer, "aggregator", None), "predictor", None)
+    x, y = getattr(task, "x_test", None), getattr(task, "y_test", None)
+    if predictor is None or x is None or y is None or y.is_floating_point():
+        return {}
+    ensemble = predictor(task.model)
+    batch_size = getattr(getattr(task, "cfg", None), "eval_batch_size", 512)
+    return {"ensemble_accuracy": ensemble.accuracy(x, y, batch_size),
+            "ensemble_members": len(ensemble.members)}
+
+
+def after_merge(peer: Runnable, task: Any, result: Mapping[str, Any]) -> None:
+    """Once a round merged models into the parameters, reset optimizer state that the merge made
+    wrong (L-BFGS's curvature pairs: :func:`~gossipml.tasks.optim.reset_after_merge`); ensemble
+    rules keep the own parameters, so nothing is reset for them."""
+    optimizer = getattr(task, "optimizer", None)
+    replaces = getattr(getattr(peer, "aggregator", None), "replaces_params", True)
+    if optimizer is not None and result.get("merged") and replaces:
+        reset_after_merge(optimizer)
+
+
 def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, Any]:
     """Run ``rounds`` rounds of ``interval_steps`` local steps each, exchanging after each round.
 
     Logs a ``round`` event per round (loss, bytes, merged senders and their staleness, waits) and
-    the test accuracy every ``eval_every_rounds`` rounds and at the end; returns the final metrics.
+    the test accuracy every ``eval_every_rounds`` rounds and at the end (with an ensemble rule,
+    the ensemble's too: :func:`ensemble_metrics`); returns the final metrics. After a round that
+    merged, optimizer state the merge made wrong is reset (:func:`after_merge`).
     With ``[peer] checkpoint_dir`` set, it resumes from the newest checkpoint (running only the
     rounds left; the ``start`` of a resumed run is preceded by a ``resumed`` event) and saves one
     every ``checkpoint_every_rounds`` rounds.
@@ -128,6 +156,7 @@ def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, 
             if pad_s > 0:  # emulate a slower (or a fixed-speed) device
                 time.sleep(pad_s)
             result = peer.step()
+        after_merge(peer, task, result)
         next_round = r + 1 + len(result.get("skipped_rounds", ()))
         loss = sum(losses) / len(losses) if losses else float(task.train_loss())
         fields: dict[str, Any] = {**result, "loss": loss,
@@ -138,13 +167,13 @@ def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, 
         if first:
             fields["resumed_from"] = first - 1
         if (r + 1) % cfg.eval_every_rounds == 0 or next_round >= rounds:  # or the last run
-            metrics = dict(task.evaluate())
+            metrics = {**task.evaluate(), **ensemble_metrics(peer, task)}
             fields.update(metrics)
         peer.events.emit("round", **fields)
         if manager is not None and cfg.checkpoint_every_rounds:
             manager.maybe_save(r + 1, lambda: checkpoint_state(peer, task, r))  # r+1 rounds done
     if not metrics:  # resumed after the last round: nothing ran, still report the accuracy
-        metrics = dict(task.evaluate())
+        metrics = {**task.evaluate(), **ensemble_metrics(peer, task)}
     final = {**metrics, **peer.stats(), "round": rounds - 1, "rounds": rounds, "clock": peer.clock}
     if first:
         final["resumed_from"] = first - 1

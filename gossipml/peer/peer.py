@@ -91,7 +91,8 @@ class Peer:
         self.topology = self.swarm or build_topology(cfg.topology, self.n_peers)
         self.pacing = build_pacing(cfg.pacing)
         self.codec = build_codec(cfg.codec)
-        self.aggregator = build_aggregator(cfg.aggregation, **{
+        merging = cfg.aggregation.for_topology(cfg.topology.weights)  # whose weights win
+        self.aggregator = build_aggregator(merging, **{
             "num_samples": num_samples, "model_factory": lambda: copy.deepcopy(model),
             **(aggregation_context or {})})
         self.schedule = Schedule.from_config(cfg.pacing)

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Mapping, Protocol
 
+from gossipml.policies.combinations import schedule_problem
+
 __all__ = [
     "PACING_MODES",
     "PacingConfig",
@@ -99,6 +101,10 @@ class PacingConfig:
             if (value is not None or name == "interval_steps") and (
                     not _is_int(value) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 (local steps), got {value!r}")
+
+        problem = schedule_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
 
     @property
     def stale_window(self) -> int:

@@ -9,7 +9,7 @@ import torch
 
 from gossipml.tasks.config import TaskConfig
 
-__all__ = ["build_optimizer", "optimizer_step", "lr_factor", "set_lr"]
+__all__ = ["build_optimizer", "optimizer_step", "lr_factor", "set_lr", "reset_after_merge"]
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TaskConfig) -> torch.optim.Optimizer:
@@ -72,3 +72,24 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def reset_after_merge(optimizer: torch.optim.Optimizer) -> bool:
+    """Forget the optimizer state a merge that replaced the parameters made wrong; True if any.
+
+    L-BFGS: its curvature pairs are ``s = t d`` (the step it took) and ``y = g_new - g_old``
+    (the gradient change over that step). After a merge moves the parameters, the next ``y``
+    spans the step *and* the merge jump while ``s`` is only the step, so the pair, and the
+    inverse-Hessian estimate built from the kept pairs, is wrong (it can even lose ``s'y > 0``).
+    Its state (history, previous gradient, direction, step length) is cleared: the next step is
+    a fresh optimizer's from the merged point. Adam's moments and SGD's momentum buffer are kept:
+    they are running averages of gradients, which stay valid directions near the merged point
+    (the models being averaged are close by consensus), and they decay within a few steps;
+    resetting Adam would restart its bias correction (a step of size ``lr`` per coordinate)
+    at every round.
+    """
+    if isinstance(optimizer, torch.optim.LBFGS):
+        had = any(bool(state) for state in optimizer.state.values())
+        optimizer.state.clear()
+        return had
+    return False

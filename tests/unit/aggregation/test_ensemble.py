@@ -122,3 +122,29 @@ def test_repeated_distill_rounds_keep_size_and_bound_the_store():
         assert sum(p.numel() for p in own.parameters()) == n_params
         assert len(agg.store) <= cfg.max_models
     assert len(agg.store) == cfg.max_models
+
+
+def test_ensemble_accuracy_scores_the_rule_s_own_prediction():
+    # Prepare: each member knows one class (its bias); labels 0, 1, 2 in equal parts
+    members = [fixed_linear([3.0, 0.0, 0.0]), fixed_linear([0.0, 2.0, 0.0]),
+               fixed_linear([0.0, 0.0, 1.0])]
+    x, y = torch.zeros(9, 2), torch.tensor([0, 1, 2] * 3)
+    # Execute + Assert: every member alone scores 1/3; both rules pick class 0 here (the
+    # strongest bias under averaging, the highest average among the tied votes)
+    assert EnsemblePredictor(members[:1]).accuracy(x, y) == 1 / 3
+    assert EnsemblePredictor(members, "average").accuracy(x, y, batch_size=4) == 1 / 3
+    assert EnsemblePredictor(members, "vote").accuracy(x, y, batch_size=2) == 1 / 3
+    # two members voting class 1 beat the one confident about class 0; averaging does not
+    voters = [fixed_linear([9.0, 0.0, 0.0]), fixed_linear([0.0, 1.0, 0.0]),
+              fixed_linear([0.0, 1.0, 0.0])]
+    ones = torch.ones(9, dtype=torch.long)
+    assert EnsemblePredictor(voters, "vote").accuracy(x, ones) == 1.0
+    assert EnsemblePredictor(voters, "average").accuracy(x, ones) == 0.0
+
+
+def test_only_rules_that_keep_the_own_model_say_so():
+    ensemble = build_aggregator(AggregationConfig(rule="vote"), model_factory=mlp)
+    assert ensemble.replaces_params is False  # L-BFGS state survives its merges
+    x = torch.zeros(4, 2)
+    distill = build_aggregator(AggregationConfig(rule="distill"), model_factory=mlp, data=x)
+    assert distill.replaces_params is True

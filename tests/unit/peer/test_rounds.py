@@ -41,7 +41,7 @@ def test_steps_push_between_rounds_and_round_every_interval(memory_peers):
 
 
 def test_a_pull_is_answered_once_and_merged(memory_peers):
-    cfg = {"pacing": {"mode": "sync", "timeout_s": 2.0, "pull_every_steps": 1}}
+    cfg = {"pacing": {"mode": "async", "pull_every_steps": 1}}  # sync refuses pulls
     p0, p1 = memory_peers([0.0, 1.0], cfg)
     out = p0.step()  # interval 1: pull (peer 1 answers at once), push, then the round
     assert p0.pulls_sent == 1 and p1.pulls_answered == 1 and p0.pulls_answered == 0
