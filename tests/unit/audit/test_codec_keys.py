@@ -14,7 +14,8 @@ M = torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
 
 def _differ(wire_bytes, a: dict, b: dict, x: torch.Tensor = X) -> None:
     """The codecs of tables ``a`` and ``b`` put different bytes on the wire for ``x``."""
-    one, two = wire_bytes(build_codec(CodecConfig(**a)), x), wire_bytes(build_codec(CodecConfig(**b)), x)
+    one = wire_bytes(build_codec(CodecConfig(**a)), x)
+    two = wire_bytes(build_codec(CodecConfig(**b)), x)
     assert one != two, f"[codec] {a} and {b} encode the same bytes: a key is ignored"
 
 

@@ -41,7 +41,8 @@ def test_path_is_the_folder_read(tmp_path):
         for key, name in FMNIST_FILES.items():
             shape = (3, 28, 28) if key.startswith("x") else (3,)
             write_idx(folder / name, np.full(shape, fill, dtype=np.uint8))
-        firsts.append(float(dataset_for(DataConfig(dataset="fmnist", path=str(folder))).x_train[0, 0, 0, 0]))
+        data = dataset_for(DataConfig(dataset="fmnist", path=str(folder)))
+        firsts.append(float(data.x_train[0, 0, 0, 0]))
     assert firsts[0] != firsts[1]
 
 
