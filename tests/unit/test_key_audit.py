@@ -72,8 +72,14 @@ AUDIT: dict[str, str] = {
     "aggregation.age_exponent": _AGG + "test_age_exponent_discounts_old_models",
     "aggregation.partial_names": _AGG + "test_partial_names_choose_the_tensors_averaged",
     "aggregation.partial_fraction": _AGG + "test_partial_fraction_sets_the_coordinates_averaged",
-    "aggregation.rho": "pending: ADMM prox keys (being fixed elsewhere)",
-    "aggregation.asynchronous": "pending: ADMM prox keys (being fixed elsewhere)",
+    "aggregation.rho": "pending: ADMM prox keys (admm, merged on main after this audit: "
+                       "tests/integration/test_admm_runs.py runs rho 0.1 and 1)",
+    "aggregation.asynchronous": "pending: ADMM prox keys (admm, merged on main after this "
+                                "audit: test_admm_runs.py runs sync and async ADMM)",
+    # keys main gained with the admm merge; pending entries may name a key not here yet
+    "aggregation.prox_steps": "pending: ADMM prox keys (admm branch): a test of its effect",
+    "aggregation.prox_lr": "pending: ADMM prox keys (admm branch): a test of its effect",
+    "aggregation.prox_batch_size": "pending: ADMM prox keys (admm branch): a test of its effect",
     "aggregation.trim_fraction": _AGG + "test_trim_fraction_sets_how_much_is_trimmed",
     "aggregation.clip_radius": _AGG + "test_clip_radius_bounds_each_pull",
     "aggregation.max_models": _AGG + "test_max_models_bounds_the_ensemble",
@@ -185,11 +191,12 @@ def _test_functions(path: Path) -> frozenset[str]:
 
 def audit_problems(audit: Mapping[str, str], keys: set[str], root: Path = ROOT) -> list[str]:
     """What is wrong with ``audit`` for ``keys``: missing keys, entries for removed keys, entries
-    naming a test that does not exist. Empty when the audit is complete."""
+    naming a test that does not exist. Empty when the audit is complete. A pending entry may name
+    a key that is not there yet (it lands with another change)."""
     problems = [f"{k}: no test listed in AUDIT (add one that fails if the key is ignored)"
                 for k in sorted(keys - set(audit))]
     problems += [f"{k}: listed in AUDIT but no config has this key any more (remove the entry)"
-                 for k in sorted(set(audit) - keys)]
+                 for k in sorted(set(audit) - keys) if not audit[k].startswith(PENDING)]
     for key, target in sorted(audit.items()):
         if target.startswith(PENDING):
             continue
@@ -205,7 +212,7 @@ def audit_problems(audit: Mapping[str, str], keys: set[str], root: Path = ROOT) 
 def test_every_config_key_has_a_test_that_shows_its_effect():
     problems = audit_problems(AUDIT, config_keys())
     assert not problems, "key audit (issue #16):\n" + "\n".join(problems)
-    pending = sorted(k for k, v in AUDIT.items() if v.startswith(PENDING))
+    pending = sorted(k for k, v in AUDIT.items() if v.startswith(PENDING))  # and not yet here
     if pending:
         warnings.warn("key audit: pending keys (no test yet): " + ", ".join(
             f"{k} ({AUDIT[k][len(PENDING):].strip()})" for k in pending), stacklevel=1)
@@ -218,7 +225,8 @@ def test_pending_entries_say_what_they_wait_for():
 
 def test_the_walker_names_missing_removed_and_unknown_tests(tmp_path):
     # Prepare: a test file with one test, tables with keys a.x and a.y, and an audit that misses
-    # a.y, lists a removed b.z, names a test that is not there, and leaves one key pending
+    # a.y, lists a removed b.z, names a test that is not there, and leaves two keys pending (one
+    # of them not there yet)
     (tmp_path / "t.py").write_text("def test_x():\n    pass\n\ndef helper():\n    pass\n")
 
     @dataclasses.dataclass
@@ -229,7 +237,7 @@ def test_the_walker_names_missing_removed_and_unknown_tests(tmp_path):
         v: int = 0
 
     audit = {"a.x": "t.py::test_x", "a.w": "t.py::helper", "a.v": "pending: someone",
-             "b.z": "t.py::test_x"}
+             "b.z": "t.py::test_x", "b.u": "pending: lands with another change"}
     # Execute
     problems = audit_problems(audit, config_keys({"a": A}), tmp_path)
     # Assert: one message each, naming the key
