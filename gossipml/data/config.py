@@ -80,6 +80,15 @@ class DataConfig:
                              f"got {self.synthetic_classes!r}")
         if not isinstance(self.synthetic_noise, (int, float)) or self.synthetic_noise < 0:
             raise ValueError(f"synthetic_noise must be >= 0, got {self.synthetic_noise!r}")
+        # each applies to one distribution only (data/streams.py): refuse rather than ignore
+        if self.synthetic_classes != 3 and self.dataset != "synthetic_gmm":
+            raise ValueError(f"synthetic_classes shapes only dataset = 'synthetic_gmm' "
+                             f"(synthetic_logistic has 2 classes), got dataset "
+                             f"{self.dataset!r}; leave synthetic_classes out")
+        if self.synthetic_noise != 0.1 and self.dataset != "synthetic_linear":
+            raise ValueError(f"synthetic_noise shapes only dataset = 'synthetic_linear' (the "
+                             f"other distributions fix their own), got dataset "
+                             f"{self.dataset!r}; leave synthetic_noise out")
 
     @property
     def is_synthetic(self) -> bool:
