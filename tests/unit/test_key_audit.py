@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
@@ -30,6 +29,7 @@ _PEER = "tests/unit/audit/test_peer_keys.py::"
 _TRANSPORT = "tests/unit/audit/test_transport_keys.py::"
 _RUN = "tests/unit/audit/test_run_keys.py::"
 _EMU = "tests/unit/audit/test_emulation_membership_keys.py::"
+_ADMM = "tests/unit/audit/test_admm_keys.py::"
 
 AUDIT: dict[str, str] = {
     "codec.spec": _CODEC + "test_spec_chooses_the_codec",
@@ -49,10 +49,13 @@ AUDIT: dict[str, str] = {
     "codec.min_numel": _CODEC + "test_min_numel_sends_small_tensors_with_the_small_codec",
     "codec.small": _CODEC + "test_small_is_the_codec_of_small_tensors",
     "codec.content": _CODEC + "test_content_delta_sends_changes_against_a_kept_reference",
+    "codec.allow_biased_params": "tests/unit/codecs/test_config.py::"
+                                 "test_sparse_lowrank_and_sign_over_parameters_are_refused",
     "topology.kind": _POLICY + "test_topology_kind_chooses_the_graph",
     "topology.k": _POLICY + "test_topology_k_sets_the_degree",
     "topology.path": _POLICY + "test_topology_path_is_the_edge_list_read",
-    "topology.weights": "pending: [topology] weights reaching the merge (being fixed elsewhere)",
+    "topology.weights": "tests/integration/test_settings_runs.py::"
+                        "test_a_star_merges_with_metropolis_hastings_weights_exactly",
     "topology.seed": _POLICY + "test_topology_seed_draws_another_random_graph",
     "pacing.mode": _POLICY + "test_pacing_mode_chooses_whether_to_wait",
     "pacing.timeout_s": _POLICY + "test_pacing_timeout_s_bounds_the_wait",
@@ -72,14 +75,11 @@ AUDIT: dict[str, str] = {
     "aggregation.age_exponent": _AGG + "test_age_exponent_discounts_old_models",
     "aggregation.partial_names": _AGG + "test_partial_names_choose_the_tensors_averaged",
     "aggregation.partial_fraction": _AGG + "test_partial_fraction_sets_the_coordinates_averaged",
-    "aggregation.rho": "pending: ADMM prox keys (admm, merged on main after this audit: "
-                       "tests/integration/test_admm_runs.py runs rho 0.1 and 1)",
-    "aggregation.asynchronous": "pending: ADMM prox keys (admm, merged on main after this "
-                                "audit: test_admm_runs.py runs sync and async ADMM)",
-    # keys main gained with the admm merge; pending entries may name a key not here yet
-    "aggregation.prox_steps": "pending: ADMM prox keys (admm branch): a test of its effect",
-    "aggregation.prox_lr": "pending: ADMM prox keys (admm branch): a test of its effect",
-    "aggregation.prox_batch_size": "pending: ADMM prox keys (admm branch): a test of its effect",
+    "aggregation.rho": _ADMM + "test_rho_sets_the_pull_toward_the_neighbours",
+    "aggregation.asynchronous": _ADMM + "test_asynchronous_pairs_duals_by_version",
+    "aggregation.prox_steps": _ADMM + "test_prox_steps_sets_how_far_the_local_step_goes",
+    "aggregation.prox_lr": _ADMM + "test_prox_lr_sets_the_local_step_size",
+    "aggregation.prox_batch_size": _ADMM + "test_prox_batch_size_sets_the_data_of_each_local_step",
     "aggregation.trim_fraction": _AGG + "test_trim_fraction_sets_how_much_is_trimmed",
     "aggregation.clip_radius": _AGG + "test_clip_radius_bounds_each_pull",
     "aggregation.max_models": _AGG + "test_max_models_bounds_the_ensemble",
@@ -212,10 +212,9 @@ def audit_problems(audit: Mapping[str, str], keys: set[str], root: Path = ROOT) 
 def test_every_config_key_has_a_test_that_shows_its_effect():
     problems = audit_problems(AUDIT, config_keys())
     assert not problems, "key audit (issue #16):\n" + "\n".join(problems)
-    pending = sorted(k for k, v in AUDIT.items() if v.startswith(PENDING))  # and not yet here
-    if pending:
-        warnings.warn("key audit: pending keys (no test yet): " + ", ".join(
-            f"{k} ({AUDIT[k][len(PENDING):].strip()})" for k in pending), stacklevel=1)
+    pending = sorted(k for k, v in AUDIT.items() if v.startswith(PENDING))
+    assert not pending, "key audit: keys still pending (write the test of each): " + ", ".join(
+        f"{k} ({AUDIT[k][len(PENDING):].strip()})" for k in pending)
 
 
 def test_pending_entries_say_what_they_wait_for():
