@@ -14,8 +14,8 @@ M = torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
 
 def _differ(wire_bytes, a: dict, b: dict, x: torch.Tensor = X) -> None:
     """The codecs of tables ``a`` and ``b`` put different bytes on the wire for ``x``."""
-    one = wire_bytes(build_codec(CodecConfig(**a)), x)
-    two = wire_bytes(build_codec(CodecConfig(**b)), x)
+    one = wire_bytes(build_codec(CodecConfig(**a, allow_biased_params=True)), x)
+    two = wire_bytes(build_codec(CodecConfig(**b, allow_biased_params=True)), x)
     assert one != two, f"[codec] {a} and {b} encode the same bytes: a key is ignored"
 
 
@@ -76,7 +76,8 @@ def test_values_encodes_the_chosen_entries(wire_bytes):
 def test_error_feedback_carries_the_residual_into_the_next_message():
     sent = {}
     for ef in (False, True):
-        codec, state = build_codec(CodecConfig(name="topk", fraction=0.25, error_feedback=ef)), None
+        codec, state = build_codec(CodecConfig(name="topk", fraction=0.25, error_feedback=ef,
+                                               allow_biased_params=True)), None
         payloads = []
         for _ in range(2):
             payload, state = codec.encode(X, state)
