@@ -19,7 +19,8 @@ def test_the_configured_codecs_and_no_others():
     assert configured_codecs(_cfg(codec={"spec": "topk:0.01>q8+ef"})) == {"identity", "topk", "q8"}
     assert configured_codecs(_cfg(codec={"spec": "lowrank:2:fallback=fp16"})) == \
         {"identity", "lowrank", "fp16"}
-    assert configured_codecs(_cfg(codec={"spec": "q4+bysize:64:bf16"})) == {"identity", "q4", "bf16"}
+    assert configured_codecs(_cfg(codec={"spec": "q4+bysize:64:bf16"})) == \
+        {"identity", "q4", "bf16"}
     # CHOCO: keyframes, and refreshes only when they are on
     delta = {"spec": "topk:0.1+delta"}
     assert configured_codecs(_cfg(codec=delta, peer={"keyframe_codec": "q8"})) == \
