@@ -184,7 +184,7 @@ class MemoryTransport:
         nbytes = sum(len(f) for f in frames)
         self.stats.messages_received += 1
         self.stats.bytes_received += nbytes
-        if nbytes > self.config.max_message_bytes:
+        if nbytes > self.config.message_limit_bytes:
             self.stats.oversized += 1
             self._on_frames(sender, [])
             return

@@ -38,7 +38,7 @@ def make_router(ctx: zmq.Context, config: TransportConfig, curve: object | None)
     """The inbound ROUTER, not yet bound (CURVE server set up first when ``curve`` is given)."""
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.RCVHWM, config.recv_hwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+    sock.setsockopt(zmq.MAXMSGSIZE, config.message_limit_bytes)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 0)  # a duplicate routing id never takes a link over
     if curve is not None:

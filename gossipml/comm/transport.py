@@ -4,7 +4,8 @@ ZeroMQ sockets are not thread-safe, so every socket of a peer lives on one threa
 on the peer's address for everything inbound, and a DEALER per neighbour for everything outbound.
 Other threads talk to it through a queue and a wake-up pipe; nothing they call blocks on the
 network. High-water marks, ``MAXMSGSIZE``, linger, send timeouts and ``IMMEDIATE`` (no queueing
-for a neighbour that is not connected, so a dead neighbour cannot pin memory) are always set.
+for a neighbour that is not connected, so a dead neighbour cannot pin memory) are always set, and
+inbound connections past ``max_connections`` are cut (the receive budget: ``comm/budget.py``).
 
 The sender handed inbound is, under CURVE, the peer id bound to the sender's key (a message
 without one is dropped, ``errors["unauthenticated"]``); in the clear, the id its routing id claims
@@ -27,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 import zmq
 
 from gossipml.policies.emulation import LinkPolicy
+from gossipml.comm.budget import Receiver
 from gossipml.comm.config import TransportConfig
 from gossipml.comm.port import Outgoing, TransportStats
 from gossipml.comm.shmpath import ShmOutbox
@@ -77,6 +79,7 @@ class Transport:
         self._ready = threading.Event()
         self._address: str | None = None
         self._error: BaseException | None = None
+        self.receiver: Receiver | None = None  # the ROUTER's reading side, once started
         self._delayed: list[tuple[float, int, int, Sequence[object]]] = []
         self._seq = itertools.count()
         self._link_counts: dict[int, int] = {}
@@ -205,20 +208,21 @@ class Transport:
             return
         dealers: dict[int, zmq.Socket] = {}
         pending: list[tuple[list, Callable[[], None]]] = []
+        self.receiver = receiver = Receiver(router, self.config, self.stats, self._on_frames,
+                                            self._curve)
         try:
             for pid, addr in self._neighbors.items():
                 dealers[pid] = self._make_dealer(addr, pid)
             self._ready.set()
             poller = zmq.Poller()
-            poller.register(router, zmq.POLLIN)
-            poller.register(self._wake_r, zmq.POLLIN)
+            for sock in (self._wake_r, *receiver.sockets):
+                poller.register(sock, zmq.POLLIN)
             poll_ms = max(1, int(self.config.poll_interval_s * 1000))
             while not self._stop.is_set():
                 events = dict(poller.poll(self._poll_timeout_ms(poll_ms)))
                 if self._wake_r in events:
                     self._drain_wake()
-                if router in events:
-                    self._receive_all(router)
+                receiver.on_ready(events)
                 self._run_commands(dealers, pending)
                 self._send_due(dealers)
                 pending = self._finish_sent(pending)
@@ -233,7 +237,7 @@ class Transport:
             linger_ms = int(self.config.linger_s * 1000)
             for sock in dealers.values():
                 sock.close(linger=linger_ms)
-            router.close(linger=0)
+            receiver.close()
             for _, done in pending:
                 done()
             if self._shm is not None:
@@ -259,32 +263,6 @@ class Transport:
             os.read(self._wake_r, 4096)
         except (BlockingIOError, OSError):
             pass
-
-    def _receive_all(self, router: zmq.Socket) -> None:
-        for _ in range(64):  # bounded, so sends and commands are not starved
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            body = frames[1:]
-            nbytes = sum(len(f) for f in body)
-            self.stats.messages_received += 1
-            self.stats.bytes_received += nbytes
-            sender = self._sender_of(frames)
-            if sender is None and self._curve is not None:
-                self._count_error("unauthenticated")  # no key-bound id: believe nothing of it
-                continue
-            if nbytes > self.config.max_message_bytes:
-                self.stats.oversized += 1
-                self._on_frames(sender, [])  # the handler counts an empty message as too large
-                continue
-            self._on_frames(sender, body)
-
-    def _sender_of(self, frames: list) -> int | None:
-        """The sender's peer id: bound to its key under CURVE, else its routing id's claim."""
-        if self._curve is not None:
-            return self._curve.authenticated_sender(frames[-1])  # type: ignore[attr-defined]
-        return parse_routing_id(frames[0].bytes)
 
     def _run_commands(self, dealers: dict[int, zmq.Socket], pending: list) -> None:
         while True:

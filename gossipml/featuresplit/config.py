@@ -82,6 +82,7 @@ RULES: dict[str, dict[str, KeyRule]] = {
                  "refresh_every_rounds", "refresh_codec", "attack", "attackers",
                  "checkpoint_dir", "checkpoint_every_rounds")}},
     "transport": {"max_message_bytes": HONOURED, "send_hwm": HONOURED, "recv_hwm": HONOURED,
+                  "max_connections": HONOURED,
                   "linger_s": HONOURED, "send_timeout_s": HONOURED,
                   "poll_interval_s": HONOURED, "shm": HONOURED, "shm_min_bytes": HONOURED,
                   "curve_keys_dir": HONOURED},  # gossipml peer only; the threads runner refuses

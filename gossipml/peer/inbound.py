@@ -17,6 +17,7 @@ from gossipml.codecs.base import CodecError
 from gossipml.comm.mailbox import Mailbox
 from gossipml.comm.shm import ShmError, offloaded_handle
 from gossipml.comm.shmpath import ShmInbox, answer_probe
+from gossipml.peer.accepted import REASON as CODEC_NOT_CONFIGURED, unconfigured_codec
 from gossipml.peer.exchanged import tensor_specs
 from gossipml.peer.outbound import Outbound
 from gossipml.peer.rejections import Rejections
@@ -39,7 +40,8 @@ class InboundSide:
                  reference: Mapping[str, torch.Tensor], max_message_bytes: int,
                  peer_ids: frozenset[int] = frozenset(), neighbor_ids: tuple[int, ...] = (),
                  link: SwarmLink | None = None, shm_enabled: bool = False,
-                 clock: Callable[[], int] = lambda: 0) -> None:
+                 clock: Callable[[], int] = lambda: 0,
+                 accepted_codecs: frozenset[str] | None = None) -> None:
         self.peer_id = peer_id
         self.mailbox = mailbox
         self.decoder = decoder
@@ -54,6 +56,7 @@ class InboundSide:
         self.shm_enabled = shm_enabled  # [transport] shm: answer same-host probes
         self.shm_senders: set[int] = set()  # whose probe we read back: their handles are taken
         self.read_clock = clock  # the round clock, read (never written) here
+        self.accepted_codecs = accepted_codecs  # None: any registered codec (peer.accepted)
         self._shm = ShmInbox()
         self.shm_bytes_received = 0  # payload bytes read in place from shared memory
         self.handlers: dict[str, Callable[[Message], None]] = {
@@ -155,6 +158,10 @@ class InboundSide:
         names = {name for name, _ in msg.tensors}
         if names != set(self._expected):
             return "missing_tensor", f"missing {sorted(set(self._expected) - names)[:3]}"
+        if self.accepted_codecs is not None:  # before decoding: only the experiment's codecs
+            bad = unconfigured_codec(msg.tensors, self.accepted_codecs)
+            if bad is not None:
+                return CODEC_NOT_CONFIGURED, bad
         try:
             params = self.decoder.decode(msg)
         except CodecError as exc:

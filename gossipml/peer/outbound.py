@@ -1,9 +1,11 @@
 """A peer's sending side: model pushes through the snapshot pool, pull requests, pull answers
-and shared-memory acknowledgements, with their counters."""
+(rate-limited per requester and shared between requesters: :mod:`gossipml.peer.pulls`) and
+shared-memory acknowledgements, with their counters."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import time
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -13,6 +15,8 @@ from gossipml.comm.snapshot import SnapshotPool
 from gossipml.comm.transport import Outgoing
 from gossipml.events import EventLog
 from gossipml.peer.exchanged import exchanged_state
+from gossipml.peer.pulls import PULL_RATE, PullAnswers, PullLimit, PullLimiter
+from gossipml.peer.rejections import Rejections
 from gossipml.peer.stream import Outbox
 from gossipml.wire import Message, pack
 
@@ -26,11 +30,15 @@ class Outbound:
     """Everything a peer sends but heartbeats. Owner: the peer. Training thread: ``publish``
     (snapshot pool, ``pushes_sent``), ``request_pull`` (``pulls_sent``). Communication thread:
     the stream encoder (``Outbox.frames`` runs when the transport builds a push), ``answer_pull``
-    (``pulls_answered``), ``release_shm`` and ``on_shm_release``."""
+    (``pulls_answered``, the pull limiter and answers), ``release_shm`` and ``on_shm_release``.
+    ``progress`` reads the training thread's local step count (the pull answers' model version;
+    None: the round clock a pull is answered at)."""
 
     def __init__(self, peer_id: int, model: torch.nn.Module, port: Port, encoder: Outbox,
                  events: EventLog, *, num_samples: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", rejections: Rejections | None = None,
+                 pull_limit: PullLimit | None = None,
+                 progress: Callable[[], int] | None = None) -> None:
         self.peer_id = peer_id
         self.model = model
         self.port = port
@@ -42,6 +50,10 @@ class Outbound:
         self.pulls_sent = 0  # training thread
         self.pulls_answered = 0  # communication thread
         self._shm_probes: dict[int, int] = {}  # communication thread: probe offers per dest
+        self.rejections = rejections
+        self._progress = progress
+        self._limiter = PullLimiter(pull_limit or PullLimit())
+        self._answers = PullAnswers()
 
     @property
     def send_skipped(self) -> int:
@@ -88,14 +100,32 @@ class Outbound:
 
     # ---- communication thread -----------------------------------------------------------
     def answer_pull(self, requester: int, clock: int) -> None:
-        """Send the current model, uncompressed, to ``requester`` (read while training may be
-        mid-step: a torn read of a few entries is harmless for gossip averaging)."""
+        """Send the current model, uncompressed, to ``requester``, unless its pull budget is spent
+        (a ``pull_rate`` refusal). Requesters of one model version share one copy and its frames
+        (read while training may be mid-step: a torn read of a few entries is harmless for gossip
+        averaging)."""
+        version = clock if self._progress is None else self._progress()
+        if not self._limiter.allow(requester, version, time.monotonic()):
+            if self.rejections is not None:
+                self.rejections(requester, PULL_RATE, "pulled again before its budget refilled")
+            return
         self.pulls_answered += 1
+        answer = self._answers.acquire(version, lambda: self._encode_answer(clock))
+        self.port.submit(Outgoing((requester,), lambda: answer.frames,
+                                  on_done=lambda: self._answers.release(answer)))
+
+    def _encode_answer(self, clock: int) -> list:
+        """One copy of the model, packed as a pull answer of round ``clock``."""
         tensors = {k: v.detach().clone() for k, v in exchanged_state(self.model).items()}
         items, _ = encode_model(tensors, build_codec("identity"), None)
         msg = Message(kind="model", sender=self.peer_id, round=clock, tensors=tuple(items),
                       info={"num_samples": self.num_samples, "pulled": True})
-        self.port.submit(Outgoing((requester,), lambda: pack(msg)))
+        return pack(msg)
+
+    @property
+    def pull_copies(self) -> int:
+        """Model copies made for pull answers so far (one per version, not one per pull)."""
+        return self._answers.encoded
 
     def release_shm(self, sender: int, token: dict[str, Any]) -> None:
         """Tell ``sender`` its shared-memory segment is free (any thread: submit only queues)."""

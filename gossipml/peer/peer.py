@@ -39,7 +39,9 @@ from gossipml.events import EventLog
 from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.inbound import InboundSide
 from gossipml.peer.loop import run_task
+from gossipml.peer.accepted import configured_codecs, sized_transport
 from gossipml.peer.outbound import Outbound
+from gossipml.peer.pulls import PullLimit
 from gossipml.peer.rejections import Rejections
 from gossipml.peer.rounds import Rounds
 from gossipml.peer.stale import StaleCorrection
@@ -108,10 +110,12 @@ class Peer:
         self.heartbeats_sent = 0
         self._last_heartbeat_s = 0.0
         seeds = seed_dealers(cfg.membership.seeds, peers[id]) if self.swarm is not None else {}
+        self.transport_config = sized_transport(cfg, model, self.codec, self._neighbor_ids,
+                                                swarm=self.swarm is not None)
         self.transport: Port = transport_factory(
             id, bind or bind_address(peers[id]),
             {**{j: peers[j] for j in self._neighbor_ids}, **seeds},
-            cfg.transport, self._on_frames,
+            self.transport_config, self._on_frames,
             context=context, on_tick=self._tick,
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
@@ -129,8 +133,10 @@ class Peer:
                          seed=cfg.run.seed * 1000 + id, keyframe_codec=cfg.peer.keyframe_codec,
                          refresh_every_rounds=cfg.peer.refresh_every_rounds,
                          refresh_codec=cfg.peer.refresh_codec)
-        self.outbound = Outbound(id, self.model, self.transport, encoder, self.events,
-                                 num_samples=self.num_samples, device=device)
+        self.outbound = Outbound(
+            id, self.model, self.transport, encoder, self.events, num_samples=self.num_samples,
+            device=device, rejections=self.rejections, progress=lambda: self.rounds.local_steps,
+            pull_limit=PullLimit.from_pacing(cfg.pacing))
         self._link = None if self.swarm is None else SwarmLink(
             self.swarm, self.transport, id, self.peers[id], seeds, self.rejections)
         stale = (StaleCorrection(params, cfg.pacing.stale_window)
@@ -143,9 +149,10 @@ class Peer:
         self.inbound = InboundSide(
             id, mailbox=self.mailbox, decoder=Inbound(device), rejections=self.rejections,
             outbound=self.outbound, reference=params,
-            max_message_bytes=cfg.transport.max_message_bytes, peer_ids=frozenset(self.peers),
-            neighbor_ids=self._neighbor_ids, link=self._link,
-            shm_enabled=cfg.transport.shm, clock=lambda: self.rounds.clock)
+            max_message_bytes=self.transport_config.message_limit_bytes,
+            peer_ids=frozenset(self.peers), neighbor_ids=self._neighbor_ids, link=self._link,
+            shm_enabled=cfg.transport.shm, clock=lambda: self.rounds.clock,
+            accepted_codecs=configured_codecs(cfg))
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Peer":
@@ -175,6 +182,7 @@ class Peer:
                 self._send_heartbeat()
         self.transport.close()
         self.inbound.close()
+        self.rejections.flush()
         self.events.close()
 
     def wait_for_neighbors(self, timeout_s: float | None = None) -> set[int]:

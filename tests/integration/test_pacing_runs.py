@@ -304,7 +304,11 @@ def test_push_pull_counts_match_the_schedule(tmp_path):
     want = sched.messages_over(steps, out_degree=2)
     assert want == {"push": 40, "pull_request": 13, "pull_reply": 13}
     assert all(stats[i]["pulls_sent"] == want["pull_request"] for i in range(4))
-    assert sum(stats[i]["pulls_answered"] for i in range(4)) == 4 * want["pull_reply"]
+    # each pull is answered or, past its requester's budget (a peer that finished its loop
+    # answers again only slowly: its model no longer changes), refused as pull_rate
+    answered = sum(stats[i]["pulls_answered"] for i in range(4))
+    refused = sum(stats[i]["rejected_by_reason"].get("pull_rate", 0) for i in range(4))
+    assert answered + refused == 4 * want["pull_reply"] and answered >= 4 * 4, (answered, refused)
     for i in range(4):
         f = stats[i]
         assert f["send_dropped"] == 0, f

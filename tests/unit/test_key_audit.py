@@ -139,6 +139,8 @@ AUDIT: dict[str, str] = {
     "peer.checkpoint_dir": _RUN + "test_checkpoint_dir_is_where_checkpoints_go",
     "peer.checkpoint_every_rounds":
         _RUN + "test_checkpoint_every_rounds_is_how_often_a_checkpoint_is_written",
+    "transport.max_connections": "tests/unit/comm/test_budget.py::"
+                                 "test_connections_past_the_limit_are_cut",
     "transport.max_message_bytes": _TRANSPORT + "test_max_message_bytes_is_the_routers_limit",
     "transport.send_hwm": _TRANSPORT + "test_send_hwm_is_each_dealers_queue",
     "transport.recv_hwm": _TRANSPORT + "test_recv_hwm_is_the_routers_queue",

@@ -45,7 +45,8 @@ class Side:
                                   lambda s, f: self.side.on_frames(s, f))
         self.outbound = Outbound(0, self.model, port,
                                  Outbox(0, build_codec("identity"), delta=False,
-                                        keyframe_every_rounds=10), self.events)
+                                        keyframe_every_rounds=10), self.events,
+                                 rejections=self.rejections)
         self.side = InboundSide(
             0, mailbox=self.mailbox, decoder=Inbound(torch.device("cpu")),
             rejections=self.rejections, outbound=self.outbound,
@@ -119,6 +120,26 @@ def test_each_bad_message_is_one_counted_refusal(side, make, reason):
 def test_an_oversized_message_is_refused_as_too_large(side):
     side.side.on_frames(1, [])  # what the transport hands over past max_message_bytes
     assert dict(side.rejections.counts) == {"too_large": 1}
+
+
+def test_a_codec_the_experiment_does_not_configure_is_refused_before_decoding(side):
+    side.side.accepted_codecs = frozenset({"identity"})
+    tensors = {k: torch.full_like(v, 1.0) for k, v in exchanged_state(side.model).items()}
+    items, _ = encode_model(tensors, build_codec("q8"), None)
+    side.send(1, Message(kind="model", sender=1, round=2, tensors=tuple(items)))
+    assert dict(side.rejections.counts) == {"codec_not_configured": 1}
+    assert side.mailbox.at_round(1, 2) is None and side.mailbox.refused_rounds() == {1: 2}
+    side.send(1, side.model_msg(1, 3, 1.0))  # identity: accepted
+    assert side.mailbox.at_round(1, 3) is not None and side.rejections.total == 1
+
+
+def test_a_pull_flood_gets_a_burst_of_answers_sharing_one_copy(side):
+    for _ in range(200):
+        side.send(1, Message(kind="pull", sender=1, round=0))
+    answered = side.outbound.pulls_answered
+    assert answered == 4 and len(side.got[1]) == 4  # the burst; the clock (7) does not move
+    assert dict(side.rejections.counts) == {"pull_rate": 196}
+    assert side.outbound.pull_copies == 1
 
 
 def test_a_delta_before_any_keyframe_is_a_gap_and_counts_as_delivered(side):
