@@ -179,12 +179,22 @@ def _peer_layout(args: argparse.Namespace) -> tuple[int, dict[int, str], str | N
     return args.id, {e.id: e.address for e in entries}, me.bind, me.device
 
 
+_SAME_ARGV_LAUNCHERS = ("torchrun", "openmpi", "pmi", "slurm")  # one command line, every rank
+
+
 def _events_path(args: argparse.Namespace, peer_id: int, n_peers: int) -> str:
-    """``--events`` with ``{id}`` filled in; one path shared by every rank is refused."""
+    """``--events`` with ``{id}`` filled in; one path given to every rank of a launcher is refused."""
     template = args.events or "events/peer-{id}.jsonl"
     if args.peers is None and n_peers > 1 and "{id}" not in template:
-        raise ValueError(f"--events {template!r} would be the same file for all {n_peers} ranks of "
-                         "the launcher: put {id} in it, e.g. --events out/peer-{id}.jsonl")
+        import os
+
+        from gossipml.launch.env import detect_launch_env
+
+        info = detect_launch_env(os.environ)
+        if info is not None and info.source in _SAME_ARGV_LAUNCHERS:
+            raise ValueError(f"--events {template!r} would be the same file for all {n_peers} "
+                             f"ranks {info.source} starts: put {{id}} in it, e.g. "
+                             "--events out/peer-{id}.jsonl")
     return template.replace("{id}", str(peer_id))
 
 

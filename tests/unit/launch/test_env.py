@@ -198,4 +198,4 @@ def test_events_path_needs_the_id_under_a_launcher(tmp_path, monkeypatch, capsys
     exp = tmp_path / "exp.toml"
     exp.write_text("[run]\nn_peers = 2\n")
     assert main(["peer", str(exp), "--events", str(tmp_path / "ev.jsonl")]) == 2
-    assert "same file for all 2 ranks" in capsys.readouterr().err
+    assert "same file for all 2 ranks openmpi starts" in capsys.readouterr().err
