@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--peers", help="peer file: ids, addresses, devices (default: read the "
                       "launcher's environment: Slurm, a StatefulSet, GOSSIPML_PEERS)")
     peer.add_argument("--id", type=int, help="this peer's id in the peer file")
-    peer.add_argument("--events", help="JSONL event file (default: events/peer-<id>.jsonl)")
+    peer.add_argument("--events", help="JSONL event file; {id} becomes the peer id, which every "
+                      "rank of a launcher needs (default: events/peer-{id}.jsonl)")
     peer.add_argument("--log-level", default="WARNING")
 
     launch = verbs.add_parser("launch", help="start one peer per host slot over ssh")
@@ -178,6 +179,25 @@ def _peer_layout(args: argparse.Namespace) -> tuple[int, dict[int, str], str | N
     return args.id, {e.id: e.address for e in entries}, me.bind, me.device
 
 
+_SAME_ARGV_LAUNCHERS = ("torchrun", "openmpi", "pmi", "slurm")  # one command line, every rank
+
+
+def _events_path(args: argparse.Namespace, peer_id: int, n_peers: int) -> str:
+    """``--events`` with ``{id}`` filled in; one path given to every rank of a launcher is refused."""
+    template = args.events or "events/peer-{id}.jsonl"
+    if args.peers is None and n_peers > 1 and "{id}" not in template:
+        import os
+
+        from gossipml.launch.env import detect_launch_env
+
+        info = detect_launch_env(os.environ)
+        if info is not None and info.source in _SAME_ARGV_LAUNCHERS:
+            raise ValueError(f"--events {template!r} would be the same file for all {n_peers} "
+                             f"ranks {info.source} starts: put {{id}} in it, e.g. "
+                             "--events out/peer-{id}.jsonl")
+    return template.replace("{id}", str(peer_id))
+
+
 def _cmd_peer(args: argparse.Namespace) -> int:
     import torch
     import zmq
@@ -196,7 +216,7 @@ def _cmd_peer(args: argparse.Namespace) -> int:
     peer_id, peers, bind, device = _peer_layout(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s peer {peer_id} %(levelname)s %(name)s: %(message)s")
-    events = args.events or f"events/peer-{peer_id}.jsonl"
+    events = _events_path(args, peer_id, len(peers))
     if cfg.run.mode == "feature_split":
         from gossipml.featuresplit.process import run_peer_process
 

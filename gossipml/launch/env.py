@@ -3,10 +3,13 @@
 Precedence (the first that matches wins; an inner launcher beats the allocation it runs in):
 
 1. ``gossipml``: ``GOSSIPML_RANK`` and ``GOSSIPML_WORLD_SIZE`` set by hand.
-2. ``torchrun``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (seed: ``MASTER_ADDR``). Beats Slurm
-   because ``srun torchrun ...`` sets both and torchrun's ranks are the per-process ones.
-3. ``openmpi``: ``OMPI_COMM_WORLD_RANK``, ``OMPI_COMM_WORLD_SIZE``, ``OMPI_COMM_WORLD_LOCAL_RANK``.
-4. ``pmi`` (MPICH, Intel MPI, ``srun --mpi=pmi2``): ``PMI_RANK``, ``PMI_SIZE`` (``MPI_LOCALRANKID``).
+2. ``torchrun``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` (seed:
+   ``MASTER_ADDR``). Beats Slurm because ``srun torchrun ...`` sets both and torchrun's ranks
+   are the per-process ones.
+3. ``openmpi``: ``OMPI_COMM_WORLD_RANK``, ``OMPI_COMM_WORLD_SIZE``, ``OMPI_COMM_WORLD_LOCAL_RANK``,
+   ``OMPI_COMM_WORLD_LOCAL_SIZE``.
+4. ``pmi`` (MPICH, Intel MPI, ``srun --mpi=pmi2``): ``PMI_RANK``, ``PMI_SIZE`` (``MPI_LOCALRANKID``,
+   ``MPI_LOCALNRANKS``).
 5. ``slurm``: ``SLURM_PROCID``, ``SLURM_NTASKS`` (or ``SLURM_NPROCS``), ``SLURM_LOCALID``; nodes
    from ``SLURM_STEP_NODELIST`` / ``SLURM_JOB_NODELIST`` / ``SLURM_NODELIST`` (seed: first node).
 6. ``kubernetes`` StatefulSet: ``GOSSIPML_WORLD_SIZE`` plus a pod hostname ``<set>-<ordinal>``
@@ -15,10 +18,13 @@ Precedence (the first that matches wins; an inner launcher beats the allocation 
 
 ``GOSSIPML_SEEDS`` (comma-separated endpoints) replaces the derived seeds in every case and
 ``GOSSIPML_PORT`` (default 5555) is the base port; local rank ``r`` binds ``base_port + r``.
+``local_size`` (how many ranks share this host) is kept when the launcher says it: a job whose
+ranks all run on one host needs no list of addresses (see ``gossipml.launch.static``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import re
 from dataclasses import dataclass
@@ -42,6 +48,7 @@ class LaunchInfo:
     seeds: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
     base_port: int = DEFAULT_PORT
+    local_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -49,6 +56,13 @@ class LaunchInfo:
                              f"(world_size {self.world_size}); check the launcher's variables")
         if self.local_rank < 0:
             raise ValueError(f"{self.source}: local rank {self.local_rank} must be >= 0")
+        if self.local_size is not None and not self.local_rank < self.local_size <= self.world_size:
+            raise ValueError(f"{self.source}: local size {self.local_size} must be above the local "
+                             f"rank {self.local_rank} and at most the world size {self.world_size}")
+
+    def is_one_host(self) -> bool:
+        """True when the launcher says every rank of the job runs on this host."""
+        return self.local_size == self.world_size
 
     def address(self) -> str:
         """The endpoint this peer binds and announces: ``tcp://<hostname>:<base_port + local_rank>``."""
@@ -118,21 +132,23 @@ def _first(env: Mapping[str, str], *names: str) -> str | None:
 
 
 def _launchers(env: Mapping[str, str], hostname: str, port: int) -> LaunchInfo | None:
-    def info(source: str, rank: str, size: str, local: str | None, **kw) -> LaunchInfo:
+    def info(source: str, rank: str, size: str, local: str | None, local_size: str | None = None,
+             **kw) -> LaunchInfo:
         local_rank = _int(env, local, source) if local and env.get(local) else 0
+        n_local = _int(env, local_size, source) if local_size and env.get(local_size) else None
         return LaunchInfo(_int(env, rank, source), _int(env, size, source), local_rank,
-                          hostname, source, base_port=port, **kw)
+                          hostname, source, base_port=port, local_size=n_local, **kw)
 
     if "GOSSIPML_RANK" in env and "GOSSIPML_WORLD_SIZE" in env:
         return info("gossipml", "GOSSIPML_RANK", "GOSSIPML_WORLD_SIZE", "GOSSIPML_LOCAL_RANK")
     if "RANK" in env and "WORLD_SIZE" in env:
         seeds = (f"tcp://{env['MASTER_ADDR']}:{port}",) if env.get("MASTER_ADDR") else ()
-        return info("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", seeds=seeds)
+        return info("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", seeds=seeds)
     if "OMPI_COMM_WORLD_RANK" in env and "OMPI_COMM_WORLD_SIZE" in env:
         return info("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                    "OMPI_COMM_WORLD_LOCAL_RANK")
+                    "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE")
     if "PMI_RANK" in env and "PMI_SIZE" in env:
-        return info("pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID")
+        return info("pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
     if "SLURM_PROCID" in env and ("SLURM_NTASKS" in env or "SLURM_NPROCS" in env):
         size = "SLURM_NTASKS" if "SLURM_NTASKS" in env else "SLURM_NPROCS"
         nodelist = _first(env, "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
@@ -171,5 +187,4 @@ def detect_launch_env(environ: Mapping[str, str], hostname: str | None = None) -
     bad = [s for s in seeds if "://" not in s]
     if bad:
         raise ValueError(f"GOSSIPML_SEEDS: {bad} are not endpoints such as tcp://host:5555")
-    return LaunchInfo(found.rank, found.world_size, found.local_rank, found.hostname, found.source,
-                      seeds, found.nodes, found.base_port)
+    return dataclasses.replace(found, seeds=seeds)

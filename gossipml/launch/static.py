@@ -8,8 +8,11 @@ Layouts, the first that applies wins:
    ``SLURM_TASKS_PER_NODE``, e.g. ``2(x3),1``), ranks placed node by node (srun's default block
    distribution); rank r on node n with local rank l listens on ``tcp://n:base_port + l``.
 3. Kubernetes StatefulSet: ``tcp://<set>-<i>.<service>:<base_port>`` for i in 0..world-1.
+4. One host: torchrun, Open MPI or MPICH say that every rank runs here (``LOCAL_WORLD_SIZE``,
+   ``OMPI_COMM_WORLD_LOCAL_SIZE``, ``MPI_LOCALNRANKS`` equal to the world size); rank r listens
+   on ``tcp://127.0.0.1:base_port + r`` (``GOSSIPML_PORT``, default 5555).
 
-Other launchers (torchrun, MPI) do not say where the other ranks run: set ``GOSSIPML_PEERS``.
+Across hosts torchrun and MPI do not say where the other ranks run: set ``GOSSIPML_PEERS``.
 """
 
 from __future__ import annotations
@@ -102,6 +105,14 @@ def _kubernetes(info: LaunchInfo) -> StaticLayout:
     return StaticLayout(info.rank, peers, f"tcp://*:{info.base_port}", "kubernetes")
 
 
+def _one_host(info: LaunchInfo) -> StaticLayout:
+    if info.local_rank != info.rank:
+        raise ValueError(f"{info.source}: every rank is on this host but rank {info.rank} has local "
+                         f"rank {info.local_rank}; set GOSSIPML_PEERS to place the peers")
+    peers = {r: f"tcp://127.0.0.1:{info.base_port + r}" for r in range(info.world_size)}
+    return StaticLayout(info.rank, peers, None, f"{info.source} (one host)")
+
+
 def static_layout(environ: Mapping[str, str], hostname: str | None = None) -> StaticLayout:
     """This peer's id and every peer's address from ``environ`` (see the module docstring)."""
     info = detect_launch_env(environ, hostname)
@@ -115,5 +126,8 @@ def static_layout(environ: Mapping[str, str], hostname: str | None = None) -> St
         return _slurm(environ, info)
     if info.source == "kubernetes":
         return _kubernetes(info)
+    if info.is_one_host():
+        return _one_host(info)
     raise ValueError(f"{info.source} gives rank {info.rank} of {info.world_size} but not where the "
-                     "other peers run: set GOSSIPML_PEERS=tcp://host0:5555,... (id order)")
+                     "other peers run (they are not all on this host): set "
+                     "GOSSIPML_PEERS=tcp://host0:5555,... (id order)")

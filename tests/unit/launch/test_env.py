@@ -14,6 +14,7 @@ from gossipml.launch.env import detect_launch_env, expand_slurm_nodelist
 from gossipml.launch.ssh import (build_ssh_commands, load_hosts, parse_hosts,
                                  peer_entries_for_hosts, run_commands)
 from gossipml.launch.peersfile import load_peers, write_peers
+from gossipml.launch.static import static_layout
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -162,3 +163,39 @@ def test_run_commands_runs_each_and_kills_at_the_timeout(tmp_path):
     sleeper = build_ssh_commands(slots[:1], "p.toml", gossipml=sleep, ssh=str(fake_ssh),
                                  ssh_options=())
     assert run_commands(sleeper, timeout_s=0.5) == {0: -9}
+
+
+@pytest.mark.parametrize("env, source", [
+    ({"RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "3"}, "torchrun"),
+    ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "2",
+      "OMPI_COMM_WORLD_LOCAL_SIZE": "3"}, "openmpi"),
+    ({"PMI_RANK": "2", "PMI_SIZE": "3", "MPI_LOCALRANKID": "2", "MPI_LOCALNRANKS": "3"}, "pmi"),
+])
+def test_one_host_jobs_place_rank_r_on_loopback_base_port_plus_r(env, source):
+    layout = static_layout({**env, "GOSSIPML_PORT": "7100"})
+    assert (layout.id, layout.source, layout.bind) == (2, f"{source} (one host)", None)
+    assert layout.peers == {r: f"tcp://127.0.0.1:{7100 + r}" for r in range(3)}
+
+
+def test_jobs_across_hosts_still_need_gossipml_peers():
+    two_nodes = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert detect_launch_env(two_nodes, hostname="h").local_size == 4
+    with pytest.raises(ValueError, match="not all on this host.*GOSSIPML_PEERS"):
+        static_layout(two_nodes)
+    with pytest.raises(ValueError, match="local size 9"):
+        detect_launch_env({**two_nodes, "LOCAL_WORLD_SIZE": "9"})
+    with pytest.raises(ValueError, match="local rank 0.*GOSSIPML_PEERS"):
+        static_layout({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+                       "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
+
+
+def test_events_path_needs_the_id_under_a_launcher(tmp_path, monkeypatch, capsys):
+    from gossipml.cli import main
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    exp = tmp_path / "exp.toml"
+    exp.write_text("[run]\nn_peers = 2\n")
+    assert main(["peer", str(exp), "--events", str(tmp_path / "ev.jsonl")]) == 2
+    assert "same file for all 2 ranks openmpi starts" in capsys.readouterr().err
