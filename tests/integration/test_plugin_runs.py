@@ -173,3 +173,17 @@ def test_a_bad_reference_names_the_file_the_key_and_what_is_missing(tmp_path: Pa
     proc = _gossipml(["run", str(exp)], tmp_path, 60)
     assert proc.returncode == 2 and "[data] dataset" in proc.stderr
     assert "module 'mylabz' was not found" in proc.stderr
+
+
+def test_gossipml_new_then_run_works_from_an_empty_folder(tmp_path: Path):
+    proc = _gossipml(["new", "demo"], tmp_path, 60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == \
+        ["README.md", "experiment.toml", "task.py"]
+    proc = _gossipml(["run", "demo/experiment.toml", "--quiet"], tmp_path, 180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = (tmp_path / "runs").glob("demo-*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["failed_peers"] == [] and summary["mean_accuracy"] >= 0.85, summary
+    again = _gossipml(["new", "demo"], tmp_path, 60)  # never writes over a project
+    assert again.returncode == 2 and "not empty" in again.stderr
