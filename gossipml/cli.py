@@ -1,5 +1,5 @@
 """The ``gossipml`` command: ``run`` an experiment on this machine, be one ``peer`` of it,
-``launch`` peers over ssh, or make CURVE ``keys``."""
+``launch`` peers over ssh, make CURVE ``keys``, start a ``new`` project of your own."""
 
 from __future__ import annotations
 
@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--log-dir", default="launch-logs", help="ssh output, one file per peer")
     launch.add_argument("--dry-run", action="store_true", help="print the ssh commands only")
 
+    new = verbs.add_parser("new", help="write NAME/experiment.toml, NAME/task.py (your own model "
+                           "and data) and NAME/README.md")
+    new.add_argument("name", help="folder to create (its name names the experiment)")
+
+    schema = verbs.add_parser("schema", help="print the experiment file's JSON Schema")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the key reference (the README's block) instead")
+    schema.add_argument("--check", metavar="TOML", nargs="+",
+                        help="validate experiment files against the schema instead")
+
     keys = verbs.add_parser("keys", help="make CURVE key pairs (NAME.key, NAME.key_secret)")
     keys.add_argument("dir", help="keys folder (a peer's [transport] curve_keys_dir)")
     keys.add_argument("names", nargs="+", help="key names, e.g. peer-0 peer-1")
@@ -70,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_launch(args)
         if args.verb == "keys":
             return _cmd_keys(args)
+        if args.verb == "schema":
+            return _cmd_schema(args)
+        if args.verb == "new":
+            return _cmd_new(args)
     except ConfigError as exc:
         print(f"gossipml: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -285,6 +299,31 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             shutil.copyfile(public, folder / ALLOWED_DIR / public.name)
     if args.allow:
         print(f"allow-list: {folder / ALLOWED_DIR}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from gossipml.config import tomllib
+    from gossipml.launch.config_schema import experiment_schema, markdown_reference, validate
+
+    schema = experiment_schema()
+    if args.check:
+        errors = [f"{path}: {e}" for path in args.check
+                  for e in validate(tomllib.loads(Path(path).read_text()), schema)]
+        print("\n".join(errors) or f"{len(args.check)} file(s) match the schema")
+        return 1 if errors else 0
+    print(markdown_reference(schema) if args.markdown else json.dumps(schema, indent=2))
+    return 0
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from gossipml.launch.scaffold import write_project
+
+    for path in write_project(args.name):
+        print(f"wrote {path}")
+    print(f"next: gossipml run {Path(args.name) / 'experiment.toml'}")
     return 0
 
 

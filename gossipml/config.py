@@ -41,6 +41,7 @@ __all__ = [
     "ExperimentConfig",
     "load_experiment",
     "default_experiment_path",
+    "check_references",
 ]
 
 
@@ -214,6 +215,42 @@ def load_experiment(path: str | Path | None = None) -> ExperimentConfig:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path} is not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
     try:
-        return ExperimentConfig.from_dict(table)
+        cfg = ExperimentConfig.from_dict(_with_import_path(table, path.resolve().parent,
+                                                          own=path.suffix != ".json"))
+        check_references(cfg)
+        return cfg
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _with_import_path(table: dict[str, Any], folder: Path, own: bool) -> dict[str, Any]:
+    """``[task] import_path`` made absolute against the experiment's folder, which is added when
+    the file names its own code (``module:callable``), so child processes and hosts find it."""
+    from gossipml.data import is_reference
+
+    task, data = table.get("task", {}), table.get("data", {})
+    if not isinstance(task, dict) or not isinstance(data, dict):
+        return table  # from_dict says what is wrong
+    refs = [task.get(k) for k in ("model", "loss", "metric")] + [data.get("dataset")]
+    paths = task.get("import_path", [])
+    if not any(is_reference(r) for r in refs) or not isinstance(paths, list):
+        return table
+    absolute = [str(folder / p) for p in paths if isinstance(p, str)]
+    if own and str(folder) not in absolute:
+        absolute.append(str(folder))
+    return {**table, "task": {**task, "import_path": absolute}}
+
+
+def check_references(cfg: ExperimentConfig) -> None:
+    """Import every ``module:callable`` the experiment names, so a bad one fails at load with the
+    key and what was not found (not later, inside a peer process)."""
+    from gossipml.data import PluginError, is_reference, resolve_reference
+
+    refs = {"[task] model": cfg.task.model, "[task] loss": cfg.task.loss,
+            "[task] metric": cfg.task.metric, "[data] dataset": cfg.data.dataset}
+    for key, ref in refs.items():
+        if is_reference(ref):
+            try:
+                resolve_reference(ref, key, cfg.task.import_path)
+            except PluginError as exc:
+                raise ConfigError(str(exc)) from None

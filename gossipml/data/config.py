@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipml.data.plugin import is_reference
 
 __all__ = ["DataConfig", "DATASETS", "SYNTHETIC_DATASETS", "PARTITIONS", "DEFAULT_FMNIST_PATH"]
 
@@ -25,12 +28,15 @@ class DataConfig:
     ``dirichlet`` label skew Dirichlet(``alpha``); ``shards`` exactly ``shards_per_peer`` classes
     per peer; ``quantity`` sizes from Dirichlet(``alpha``), labels i.i.d. ``min_samples`` is the
     smallest part ``dirichlet`` and ``quantity`` may give a peer.
+    ``dataset = "module:callable"`` loads your own data: the callable, given ``dataset_args`` as
+    keyword arguments, returns ``(train, test)`` (see :mod:`gossipml.data.plugin`).
     ``stream = true`` (synthetic datasets only) trains on fresh batches drawn for ever instead of a
     fixed training set; the ``synthetic_*`` fields shape those distributions.
     """
 
     dataset: str = "digits"
     path: str | None = None
+    dataset_args: dict[str, Any] = field(default_factory=dict)
     partition: str = "iid"
     alpha: float = 0.5
     shards_per_peer: int = 2
@@ -45,8 +51,15 @@ class DataConfig:
     synthetic_test_size: int = 1000
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
+        if self.dataset not in DATASETS and not is_reference(self.dataset):
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)} "
+                             f"or your own loader as 'module:callable'")
+        if not isinstance(self.dataset_args, dict):
+            raise ValueError(f"dataset_args must be a table of keyword arguments, got "
+                             f"{self.dataset_args!r}")
+        if self.dataset_args and not is_reference(self.dataset):
+            raise ValueError(f"dataset_args are for a 'module:callable' dataset; dataset "
+                             f"{self.dataset!r} takes none (remove [data.dataset_args])")
         if self.partition not in PARTITIONS:
             raise ValueError(f"unknown partition {self.partition!r}; choose one of "
                              f"{list(PARTITIONS)}")

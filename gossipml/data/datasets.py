@@ -4,15 +4,18 @@ distributions. Every loader returns the same frozen :class:`Dataset`; nothing is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from gossipml.data.config import DEFAULT_FMNIST_PATH, SYNTHETIC_DATASETS, DataConfig
 from gossipml.data.idx import load_fmnist_arrays
+from gossipml.data.plugin import (PluginError, dataset_from_plugin, is_reference,
+                                  resolve_reference)
 from gossipml.data.streams import Stream, StreamWorld, make_world
 
-__all__ = ["Dataset", "load_dataset", "dataset_for", "synthetic_name", "DIGITS_TEST_FRACTION"]
+__all__ = ["Dataset", "load_dataset", "dataset_for", "synthetic_name", "DIGITS_TEST_FRACTION",
+           "load_plugin_dataset"]
 
 DIGITS_TEST_FRACTION = 0.2
 
@@ -109,8 +112,23 @@ def load_dataset(name: str, path: str | None = None) -> Dataset:
     return loader(path)
 
 
-def dataset_for(cfg: DataConfig, dataset: Dataset | None = None) -> Dataset:
-    """The dataset ``cfg`` names: ``dataset`` when it is that one, else freshly loaded."""
+def load_plugin_dataset(cfg: DataConfig, import_path: Sequence[str] = ()) -> Dataset:
+    """Call ``cfg.dataset`` (``"module:callable"``) with ``cfg.dataset_args``; its ``(train,
+    test)`` becomes a :class:`Dataset` named by the reference."""
+    loader = resolve_reference(cfg.dataset, "[data] dataset", import_path)
+    try:
+        result = loader(**cfg.dataset_args)
+    except TypeError as exc:
+        raise PluginError(f"[data] dataset = {cfg.dataset!r} called with [data.dataset_args] "
+                          f"{sorted(cfg.dataset_args)}: {exc}") from exc
+    x_tr, y_tr, x_te, y_te, classes = dataset_from_plugin(result, cfg.dataset)
+    return Dataset(x_tr, y_tr, x_te, y_te, int(classes), tuple(x_tr.shape[1:]), cfg.dataset)
+
+
+def dataset_for(cfg: DataConfig, dataset: Dataset | None = None,
+                import_path: Sequence[str] = ()) -> Dataset:
+    """The dataset ``cfg`` names: ``dataset`` when it is that one, else freshly loaded
+    (``import_path``: folders searched first for a ``module:callable`` dataset)."""
     want = synthetic_name(cfg) if cfg.is_synthetic else cfg.dataset
     if dataset is not None:
         if dataset.name == want:
@@ -118,4 +136,6 @@ def dataset_for(cfg: DataConfig, dataset: Dataset | None = None) -> Dataset:
         if not cfg.is_synthetic:
             raise ValueError(f"the dataset passed in is {dataset.name!r} but [data] dataset is "
                              f"{cfg.dataset!r}; pass the matching dataset or none")
+    if is_reference(cfg.dataset):
+        return load_plugin_dataset(cfg, import_path)
     return _load_synthetic(cfg) if cfg.is_synthetic else load_dataset(cfg.dataset, cfg.path)

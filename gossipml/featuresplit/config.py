@@ -52,7 +52,8 @@ _NO_AGG = ("feature split aggregates nothing: each peer owns its block of the we
 RULES: dict[str, dict[str, KeyRule]] = {
     "run": {"n_peers": HONOURED, "deadline_s": HONOURED, "seed": HONOURED,
             "torch_threads": HONOURED, "mode": HONOURED},
-    "data": {"dataset": HONOURED, "path": HONOURED, "synthetic_features": HONOURED,
+    "data": {"dataset": HONOURED, "path": HONOURED, "dataset_args": HONOURED,
+             "synthetic_features": HONOURED,
              "synthetic_classes": HONOURED, "synthetic_noise": HONOURED,
              "synthetic_train_size": HONOURED, "synthetic_test_size": HONOURED,
              "seed": HONOURED,  # synthetic datasets only: see _data_seed_problem
@@ -75,7 +76,10 @@ RULES: dict[str, dict[str, KeyRule]] = {
              "same_init": _only(True, why="every block starts at zero on every peer"),
              **{k: _default(_OWN_OPT) for k in
                 ("lbfgs_max_iter", "lbfgs_history", "lr_schedule", "lr_min_factor",
-                 "lr_milestones", "lr_gamma", "warmup_steps", "lr_decay_steps")}},
+                 "lr_milestones", "lr_gamma", "warmup_steps", "lr_decay_steps")},
+             **{k: _default("feature split trains its own linear models with their own losses")
+                for k in ("model_args", "loss", "metric")},
+             "import_path": HONOURED},  # finds a 'module:callable' [data] dataset
     "peer": {"rounds": HONOURED, "eval_every_rounds": HONOURED, "startup_timeout_s": HONOURED,
              **{k: _default(_GOSSIP_PEER) for k in
                 ("consensus_step", "keyframe_every_rounds", "keyframe_codec",
@@ -162,18 +166,19 @@ def check_feature_split(cfg: Any) -> None:
     [run]        n_peers (gossipml run; gossipml peer: the peer layout),  -
                  deadline_s (gossipml run), seed (SGD batches),
                  torch_threads, mode
-    [data]       dataset, path, synthetic_*, seed (synthetic data only)  partition, alpha,
-                                                                         shards_per_peer,
+    [data]       dataset, path, dataset_args, synthetic_*,               partition, alpha,
+                 seed (synthetic data only)                              shards_per_peer,
                                                                          sample_fraction,
                                                                          min_samples, stream:
                                                                          default
     [task]       model (logreg, svm, lstsq), lr, momentum (SGD phase),   optimizer = "sgd";
-                 weight_decay (lam of the objective), batch_size         device = "auto"/"cpu";
-                                                                         same_init = true; the
+                 weight_decay (lam of the objective), batch_size,        device = "auto"/"cpu";
+                 import_path                                             same_init = true; the
                                                                          rest (hidden, eval_*,
                                                                          lbfgs_*, lr_schedule,
-                                                                         lr_*, warmup_steps):
-                                                                         default
+                                                                         lr_*, warmup_steps,
+                                                                         model_args, loss,
+                                                                         metric): default
     [peer]       rounds (SGD steps), eval_every_rounds (round events     the rest (consensus,
                  every N rounds), startup_timeout_s (handshake)          keyframes, refresh,
                                                                          attacks, checkpoints):

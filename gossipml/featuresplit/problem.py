@@ -30,7 +30,7 @@ def load_problem(cfg: Any, n_peers: int) -> Problem:
     """The dataset ``[data]`` names, flattened, split into ``n_peers`` blocks of columns."""
     from gossipml.data import dataset_for, feature_blocks
 
-    data = dataset_for(cfg.data)
+    data = dataset_for(cfg.data, import_path=cfg.task.import_path)
 
     def xs(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a.reshape(a.shape[0], -1), dtype=torch.float64)

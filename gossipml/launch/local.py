@@ -196,7 +196,7 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     import torch
     import zmq
 
-    from gossipml.data import load_dataset
+    from gossipml.data import dataset_for
     from gossipml.peer import Peer
     from gossipml.tasks import build_task
 
@@ -207,7 +207,7 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     write_peers(out / "peers.toml", [PeerEntry(i, a) for i, a in addresses.items()])
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     torch.set_num_threads(cfg.run.torch_threads)
-    dataset = load_dataset(cfg.data.dataset, cfg.data.path)
+    dataset = dataset_for(cfg.data, import_path=cfg.task.import_path)
     ctx = zmq.Context()
     errors: dict[int, BaseException] = {}
     t0 = time.monotonic()
@@ -291,7 +291,7 @@ def label_histograms_of(cfg: ExperimentConfig) -> list[list[int]] | None:
 
     if cfg.data.stream:
         return None
-    data = dataset_for(cfg.data)
+    data = dataset_for(cfg.data, import_path=cfg.task.import_path)
     if data.num_classes == 0:
         return None
     parts = partition_indices(data.y_train, cfg.run.n_peers, cfg.data)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipml.data.plugin import is_reference
 
 __all__ = ["TaskConfig", "MODELS", "LINEAR_MODELS", "OPTIMIZERS", "LR_SCHEDULES"]
 
@@ -32,7 +35,13 @@ class TaskConfig:
     ``lr_schedule`` sets the learning rate per local step: ``constant``, ``cosine`` or ``linear``
     decay to ``lr * lr_min_factor``, or ``step`` (times ``lr_gamma`` at each fraction in
     ``lr_milestones``), after ``warmup_steps`` of linear warm-up. The decay spans
-    ``lr_decay_steps`` steps; 0 means the run's whole length (rounds times interval steps)."""
+    ``lr_decay_steps`` steps; 0 means the run's whole length (rounds times interval steps).
+
+    Your own code: ``model = "module:callable"`` returns an ``nn.Module`` (keyword arguments from
+    ``model_args``, plus ``input_shape`` and ``num_classes`` when its signature names them);
+    ``loss`` and ``metric`` (``"module:callable"``, each ``f(outputs, targets)``; the metric's
+    value over the test split is reported as the accuracy). Modules are looked up first in the
+    ``import_path`` folders; the experiment file's folder is added when it is read."""
 
     model: str = "mlp"
     optimizer: str = "sgd"
@@ -53,10 +62,16 @@ class TaskConfig:
     lr_gamma: float = 0.1
     warmup_steps: int = 0
     lr_decay_steps: int = 0
+    model_args: dict[str, Any] = field(default_factory=dict)
+    loss: str | None = None
+    metric: str | None = None
+    import_path: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if self.model not in MODELS and not is_reference(self.model):
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)} or "
+                             f"your own as 'module:callable'")
+        self._check_plugin()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of "
                              f"{list(OPTIMIZERS)}")
@@ -76,6 +91,28 @@ class TaskConfig:
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:")
                                                     and dev[5:].isdigit())):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+
+    @property
+    def is_plugin(self) -> bool:
+        """Whether the model is the experiment's own (a ``module:callable`` reference)."""
+        return is_reference(self.model)
+
+    def _check_plugin(self) -> None:
+        if not isinstance(self.model_args, dict):
+            raise ValueError(f"model_args must be a table of keyword arguments, got "
+                             f"{self.model_args!r}")
+        if self.model_args and not self.is_plugin:
+            raise ValueError(f"model_args are for a 'module:callable' model; model "
+                             f"{self.model!r} takes none (remove [task.model_args])")
+        for name in ("loss", "metric"):
+            value = getattr(self, name)
+            if value is not None and not is_reference(value):
+                raise ValueError(f"{name} must be 'module:callable' (a function of outputs and "
+                                 f"targets) or unset, got {value!r}")
+        paths = self.import_path
+        if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
+            raise ValueError(f"import_path must be a list of folders, got {paths!r}")
+        object.__setattr__(self, "import_path", tuple(paths))
 
     @property
     def schedules_lr(self) -> bool:

@@ -18,7 +18,8 @@ from gossipml.data import DataConfig, Dataset, Stream, dataset_for, label_histog
 from gossipml.data import partition_indices
 from gossipml.tasks.config import LINEAR_MODELS, TaskConfig
 from gossipml.tasks.device import resolve_device
-from gossipml.tasks.models import LossFn, build_model, linear_layer, loss_function
+from gossipml.tasks.models import LossFn, linear_layer
+from gossipml.tasks.plugin import loss_for, metric_for, model_for
 from gossipml.tasks.optim import build_optimizer, lr_factor, optimizer_step, set_lr
 
 __all__ = ["Task", "build_task"]
@@ -33,10 +34,11 @@ class Task:
         self.cfg, self.dataset, self.device, self.stream = cfg, dataset, device, stream
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, cfg.hidden)
+            model = model_for(cfg, dataset.input_shape, dataset.num_classes)
         self.model: nn.Module = model.to(device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
-        self.loss_fn: LossFn = loss_function(cfg.model, dataset.num_classes)
+        self.loss_fn: LossFn = loss_for(cfg, dataset.num_classes)
+        self.metric_fn = metric_for(cfg)
         self._gen = torch.Generator().manual_seed(int(seed))
         if stream is None:
             idx = np.asarray(indices, dtype=np.int64)
@@ -98,14 +100,18 @@ class Task:
     def _loss_and_accuracy(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
         was_training = self.model.training
         self.model.eval()
-        total, correct, n = 0.0, 0, x.shape[0]
+        total, correct, n, outs = 0.0, 0, x.shape[0], []
         for start in range(0, n, self.cfg.eval_batch_size):
             xb, yb = x[start:start + self.cfg.eval_batch_size], y[start:start + self.cfg.eval_batch_size]
             out = self.model(xb)
             total += float(self.loss_fn(out, yb)) * xb.shape[0]
-            if not self.dataset.is_regression:
+            if self.metric_fn is not None:
+                outs.append(out)
+            elif not self.dataset.is_regression:
                 correct += int((out.argmax(dim=1) == yb).sum())
         self.model.train(was_training)
+        if self.metric_fn is not None:
+            return total / max(n, 1), float(self.metric_fn(torch.cat(outs), y))
         acc = None if self.dataset.is_regression else correct / max(n, 1)
         return total / max(n, 1), acc
 
@@ -149,7 +155,7 @@ def build_task(task_cfg: TaskConfig, data_cfg: DataConfig, peer_index: int, n_pe
     data config's partition (or its own stream), and build model and optimizer on the device."""
     if not 0 <= peer_index < n_peers:
         raise ValueError(f"peer_index {peer_index} is not in 0..{n_peers - 1}")
-    data = dataset_for(data_cfg, dataset)
+    data = dataset_for(data_cfg, dataset, import_path=task_cfg.import_path)
     device = resolve_device(task_cfg.device)
     peer_seed = int(np.random.SeedSequence([seed, peer_index]).generate_state(1)[0])
     init_seed = seed if task_cfg.same_init else peer_seed

@@ -94,6 +94,8 @@ AUDIT: dict[str, str] = {
     "aggregation.public_samples": "tests/integration/test_aggregation_runs.py::"
                                   "test_distill_uses_a_configured_unlabeled_public_set",
     "aggregation.seed": _AGG + "test_seed_draws_another_partial_mask",
+    "data.dataset_args": "tests/unit/audit/test_plugin_keys.py::"
+                         "test_dataset_args_reach_the_dataset_callable",
     "data.dataset": _DATA + "test_dataset_chooses_the_data",
     "data.path": _DATA + "test_path_is_the_folder_read",
     "data.partition": _DATA + "test_partition_chooses_the_split",
@@ -106,6 +108,12 @@ AUDIT: dict[str, str] = {
     **{f"data.{k}": _DATA + "test_synthetic_keys_shape_the_distribution"
        for k in ("synthetic_features", "synthetic_classes", "synthetic_noise",
                  "synthetic_train_size", "synthetic_test_size")},
+    "task.import_path": "tests/unit/audit/test_plugin_keys.py::"
+                        "test_import_path_chooses_the_folder_the_module_comes_from",
+    "task.model_args": "tests/unit/tasks/test_plugin.py::"
+                       "test_the_model_gets_its_args_and_the_dataset_shape",
+    "task.loss": "tests/unit/tasks/test_plugin.py::test_loss_and_metric_replace_the_defaults",
+    "task.metric": "tests/unit/tasks/test_plugin.py::test_loss_and_metric_replace_the_defaults",
     "task.model": _DATA + "test_model_chooses_the_architecture",
     "task.optimizer": _DATA + "test_optimizer_chooses_the_update",
     "task.lr": _DATA + "test_lr_sets_the_step_size",
