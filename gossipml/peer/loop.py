@@ -124,7 +124,7 @@ def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, 
             if pad_s > 0:  # emulate a slower (or a fixed-speed) device
                 time.sleep(pad_s)
             result = peer.step()
-        next_round = r + 1 + len(result.get("skipped_rounds", ()))
+        next_round = r + 1 + int(result.get("skipped_rounds", 0))  # a count (Rounds.catch_up)
         fields: dict[str, Any] = {**result, "loss": sum(losses) / len(losses),
                                   "clock": peer.clock, **peer.stats()}
         optimizer = getattr(task, "optimizer", None)
