@@ -19,8 +19,8 @@ from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.merge import apply_aggregate, contributions, kept_by
 from gossipml.peer.outbound import Outbound
 from gossipml.peer.stale import StaleCorrection
-from gossipml.policies.pacing import (PaceDecision, PaceView, Pacing, PacingConfig, RoundWindow,
-                                     Schedule, SyncPacing)
+from gossipml.policies.pacing import (DEFAULT_MAX_ROUND_AHEAD, PaceDecision, PaceView, Pacing,
+                                     PacingConfig, RoundWindow, Schedule, SyncPacing)
 
 __all__ = ["Rounds"]
 
@@ -63,6 +63,9 @@ class Rounds:
         self.clock = 0
         self.local_steps = 0
         self.final_round: int | None = None  # for [pacing] final_sync
+        # resumed from a checkpoint: neighbours went on without us, so rounds far ahead are
+        # believed (up to DEFAULT_MAX_ROUND_AHEAD) until a round merges models within the window
+        self.rejoining = False
         self.waited_for: set[int] = set()
 
     def resume(self, clock: int, local_steps: int | None = None) -> None:
@@ -71,6 +74,7 @@ class Rounds:
         self.clock = int(clock)
         self.local_steps = int(clock * self.interval_steps if local_steps is None
                                else local_steps)
+        self.rejoining = self.clock > 0
 
     def set_final_round(self, r: int | None) -> None:
         """The last round the loop runs (``[pacing] final_sync`` waits for every model there)."""
@@ -81,7 +85,8 @@ class Rounds:
         """The rounds a neighbour's message may carry (read from any thread): up to
         ``rounds_ahead`` past the clock, never past the clock after the last round."""
         last = None if self.final_round is None else self.final_round + 1
-        return RoundWindow(self.pacing_config.rounds_ahead, last)
+        ahead = self.pacing_config.rounds_ahead
+        return RoundWindow(max(ahead, DEFAULT_MAX_ROUND_AHEAD) if self.rejoining else ahead, last)
 
     def step(self) -> dict[str, Any] | None:
         """Count one local step. Pushes and pull requests go out at the steps the schedule says;
@@ -114,6 +119,9 @@ class Rounds:
         pacing = self._policy(r)
         decision, wait_s = self._pace(r, pacing)
         merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
+        if self.rejoining and merged and all(  # back in step with whom it merged
+                -self.pacing_config.rounds_ahead <= st for st in staleness):
+            self.rejoining = False
         self.clock += 1
         skipped, caught_up_from, _ = self.catch_up(pacing)
         clocks = self.mailbox.snapshot()[1]

@@ -6,6 +6,8 @@ round. Rounds behind are always plausible (a slow or restarted peer) and move no
 per-sender clock is a max, a held model is replaced only by a newer one. Beyond the window a
 message is refused (``round_out_of_window``), so a forged ``round = 2**62 - 1`` neither sticks as
 a neighbour's clock (silencing it) nor drives a catch-up past the run's end.
+The round loop widens the window to :data:`DEFAULT_MAX_ROUND_AHEAD` while a peer resumed from a
+checkpoint rejoins neighbours that went on without it.
 """
 
 from __future__ import annotations

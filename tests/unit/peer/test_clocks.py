@@ -125,3 +125,19 @@ def test_bad_seq_is_counted_and_not_taken_as_a_delivered_round(memory_peers):
     _forge(p1, 0, _with_seq(unpack(frames), 10**9))
     assert dict(p0.rejected) == {"bad_seq": 1}
     assert p0.mailbox.refused_rounds() == {}  # the pacing does not count it as peer 1's round
+
+
+def test_a_resumed_peer_believes_neighbours_far_ahead_until_it_is_back_in_step(memory_peers):
+    # Prepare: a sync pair; peer 0 restarts from a round-5 checkpoint while peer 1 went on
+    p0, p1 = memory_peers([0.0, 1.0], SYNC)
+    p0.resume(5)
+    # Execute / Assert: peer 1's round-20 model is believed (sync alone would refuse it) ...
+    p1.outbound.publish(20, (0,))
+    assert dict(p0.rejected) == {} and p0.mailbox.at_round(1, 20) is not None
+    out = p0.exchange()  # ... and merged: the rejoining peer takes the newer parameters
+    assert out["merged"] == [1] and out["staleness"] == [-15] and p0.rounds.rejoining
+    # once a round merges a model within the window, the sync window is back
+    p1.outbound.publish(6, (0,))
+    assert p0.exchange()["staleness"] == [0] and not p0.rounds.rejoining
+    _forge(p1, 0, _model_msg(p1, 40))
+    assert dict(p0.rejected) == {"round_out_of_window": 1}
