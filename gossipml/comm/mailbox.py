@@ -6,6 +6,10 @@ its newest model and the models of its last ``rounds_kept`` rounds (so a synchro
 merge a neighbour's round-``r`` model after a newer one arrived), so memory is bounded by the
 number of neighbours times ``rounds_kept``, not by the rounds run. Who counts as dead is
 :class:`~gossipml.policies.pacing.Liveness`'s decision, kept behind the same lock.
+
+Rounds and clocks reach it only after the inbound side checked them against the round window
+(``round_out_of_window`` otherwise), so each per-sender clock is the max over believed values: a
+forged far-ahead round can neither stick as a neighbour's clock nor as its newest model.
 """
 
 from __future__ import annotations
@@ -119,11 +123,12 @@ class Mailbox:
                                                      held.info, held.arrived_s, held.seq, True)
 
     def pace_view(self, clock: int, since_s: float, expected: tuple[int, ...],
-                  known: tuple[int, ...], dead_after_s: float) -> PaceView:
+                  known: tuple[int, ...], dead_after_s: float,
+                  horizon: int | None = None) -> PaceView:
         """What a pacing policy sees at ``clock``, waiting since ``since_s``: held rounds (a
         refused model counts as sent), known clocks, and the dead: those silent for
         ``dead_after_s``, those that said goodbye, and ``known`` peers never heard from once
-        the wait has lasted that long."""
+        the wait has lasted that long; ``horizon``: the round window's top, passed through."""
         models, clocks, heard, done = self.snapshot()
         refused = self.refused_rounds()
         now = time.monotonic()
@@ -142,6 +147,7 @@ class Mailbox:
             known_clocks=clocks, dead=dead,
             merged=frozenset(j for j, a in models.items() if a.merged),
             arrival_order=tuple(sorted(models, key=lambda j: models[j].seq)),
+            horizon=horizon,
         )
 
     def snapshot(self) -> tuple[dict[int, Arrival], dict[int, int], dict[int, float], set[int]]:

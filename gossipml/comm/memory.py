@@ -128,6 +128,11 @@ class MemoryTransport:
         return self._alive
 
     @property
+    def error(self) -> BaseException | None:
+        """Never set: the in-memory stand-in runs on the caller's thread."""
+        return None
+
+    @property
     def shm_dests(self) -> frozenset[int]:
         """None: in-memory frames never go through shared memory."""
         return frozenset()

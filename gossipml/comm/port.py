@@ -59,6 +59,11 @@ class Port(Protocol):
         ...
 
     @property
+    def error(self) -> BaseException | None:
+        """What ended the communication thread, if an exception did."""
+        ...
+
+    @property
     def shm_dests(self) -> frozenset[int]:
         """Neighbours reached through shared memory."""
         ...

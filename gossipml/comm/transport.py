@@ -165,6 +165,11 @@ class Transport:
         """True while the communication thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the communication thread, if an exception did (None otherwise)."""
+        return self._error
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the thread (after flushing within the linger time) and close every socket."""
         self._stop.set()

@@ -100,7 +100,7 @@ RULES: dict[str, dict[str, KeyRule]] = {
 }
 _PACING_REST = ("max_staleness", "backup_k", "backup_catch_up", "dead_after_s",
                 "heartbeat_interval_s", "interval_steps", "push_every_steps", "pull_every_steps",
-                "final_sync", "stale_correction", "stale_window_rounds")
+                "final_sync", "stale_correction", "stale_window_rounds", "max_round_ahead")
 RULES["pacing"].update({k: _default("feature split is synchronous: it waits for every partial "
                                     "product of a step (up to [pacing] timeout_s)")
                         for k in _PACING_REST})

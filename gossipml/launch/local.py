@@ -25,7 +25,7 @@ from gossipml.launch.peersfile import PeerEntry, write_peers
 from gossipml.launch.results import events_path, plot_accuracy, summarize, write_summary
 
 __all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "feature_split_run",
-           "child_env", "task_aggregation_context"]
+           "child_env", "task_aggregation_context", "failure_reasons"]
 
 
 @dataclass
@@ -136,10 +136,31 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     wall_s = time.monotonic() - t0
     codes = {i: p.returncode for i, p in procs.items()}
     failed = [i for i, c in codes.items() if c != 0]
-    summary = summarize(out, n, wall_s=wall_s, failed=failed, extra=_extra(cfg, out, wall_s))
+    summary = summarize(out, n, wall_s=wall_s, failed=failed,
+                        extra={**_extra(cfg, out, wall_s),
+                               "errors": failure_reasons(out, failed, codes)})
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers, {cfg.topology.kind}")
     return RunResult(out, summary, codes)
+
+
+def failure_reasons(out: Path, failed: list[int],
+                    codes: dict[int, int | None]) -> dict[str, str]:
+    """Why each failed peer process ended: the last exception line of its log (``RuntimeError:
+    peer 2: communication thread died: ...``), else its exit code."""
+    reasons = {}
+    for i in failed:
+        try:
+            with open(out / "logs" / f"peer-{i}.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            tail = []
+        errors = [line for line in tail if line[:1].isalpha() and ("Error" in line.split(":")[0]
+                                                                   or "Exception" in line)]
+        reasons[str(i)] = errors[-1][:500] if errors else f"exit code {codes.get(i)}"
+    return reasons
 
 
 def task_aggregation_context(task: Any, cfg: ExperimentConfig | None = None,

@@ -1,7 +1,9 @@
 """A peer's inbound side, on its communication thread: check, decode and route every message.
 
 Wire checks (:func:`gossipml.wire.unpack`), the same-host shared-memory form, the sender check,
-then a table of handlers by kind (heartbeats, models and deltas, pulls, membership views,
+the round window (a heartbeat's, model's or delta's round further ahead of this peer's clock than
+the pacing allows is refused as ``round_out_of_window`` and changes nothing), then a table of
+handlers by kind (heartbeats, models and deltas, pulls, membership views,
 shared-memory releases). Every refusal is counted by reason and logged; a handler that raises
 anything becomes a ``handler_error`` refusal, and the thread goes on with the next message.
 """
@@ -21,13 +23,17 @@ from gossipml.peer.accepted import REASON as CODEC_NOT_CONFIGURED, unconfigured_
 from gossipml.peer.exchanged import tensor_specs
 from gossipml.peer.outbound import Outbound
 from gossipml.peer.rejections import Rejections
-from gossipml.peer.stream import DeltaGap, Inbound
+from gossipml.peer.stream import BadSeq, DeltaGap, Inbound
 from gossipml.peer.swarm import SwarmLink
+from gossipml.policies.pacing import RoundWindow
 from gossipml.wire import Message, WireError, unpack
 
-__all__ = ["InboundSide", "HANDLER_ERROR"]
+__all__ = ["InboundSide", "HANDLER_ERROR", "OUT_OF_WINDOW", "CLOCKED_KINDS"]
 
 HANDLER_ERROR = "handler_error"  # the reason counted when a handler raises
+OUT_OF_WINDOW = "round_out_of_window"  # a round further ahead than the pacing allows
+#: Kinds whose round feeds the mailbox (a clock, a held model); the others' round is not stored.
+CLOCKED_KINDS = frozenset({"heartbeat", "model", "delta"})
 
 
 class InboundSide:
@@ -41,7 +47,8 @@ class InboundSide:
                  peer_ids: frozenset[int] = frozenset(), neighbor_ids: tuple[int, ...] = (),
                  link: SwarmLink | None = None, shm_enabled: bool = False,
                  clock: Callable[[], int] = lambda: 0,
-                 accepted_codecs: frozenset[str] | None = None) -> None:
+                 accepted_codecs: frozenset[str] | None = None,
+                 window: Callable[[], RoundWindow] | None = None) -> None:
         self.peer_id = peer_id
         self.mailbox = mailbox
         self.decoder = decoder
@@ -57,6 +64,7 @@ class InboundSide:
         self.shm_senders: set[int] = set()  # whose probe we read back: their handles are taken
         self.read_clock = clock  # the round clock, read (never written) here
         self.accepted_codecs = accepted_codecs  # None: any registered codec (peer.accepted)
+        self.read_window = window  # the rounds believed (None: any)
         self._shm = ShmInbox()
         self.shm_bytes_received = 0  # payload bytes read in place from shared memory
         self.handlers: dict[str, Callable[[Message], None]] = {
@@ -71,7 +79,7 @@ class InboundSide:
             msg = self.admit(sender_hint, frames)
         except Exception as exc:  # containment: no input ends the communication thread
             return self._contain(sender_hint, exc)
-        if msg is None:
+        if msg is None or not self.in_window(msg):
             return
         handler = self.handlers.get(msg.kind)
         try:
@@ -107,6 +115,18 @@ class InboundSide:
             return self.reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
         return msg
 
+    def in_window(self, msg: Message) -> bool:
+        """Whether ``msg``'s round is plausible at this peer's clock; else a counted refusal."""
+        if self.read_window is None or msg.kind not in CLOCKED_KINDS:
+            return True
+        clock = self.read_clock()
+        window = self.read_window()
+        if window.admits(msg.round, clock):
+            return True
+        self.reject(msg.sender, OUT_OF_WINDOW, f"{msg.kind} round {msg.round} at clock {clock} "
+                    f"(believed up to {window.top(clock)})")
+        return False
+
     # ---- handlers, by kind --------------------------------------------------------------
     def on_heartbeat(self, msg: Message) -> None:
         """A neighbour's clock, liveness, goodbye and whom it hears."""
@@ -119,8 +139,9 @@ class InboundSide:
         reason, detail = self.check_model_message(msg)
         if reason is not None:
             # the neighbour did deliver its round: pacing need not wait for it, but nothing of
-            # it is merged
-            self.mailbox.refused(msg.sender, msg.round)
+            # it is merged (a sequence number not believed says nothing of the sender)
+            if reason != "bad_seq":
+                self.mailbox.refused(msg.sender, msg.round)
             self.reject(msg.sender, reason, detail)
 
     def on_pull(self, msg: Message) -> None:
@@ -165,7 +186,8 @@ class InboundSide:
         try:
             params = self.decoder.decode(msg)
         except CodecError as exc:
-            return ("delta_gap" if isinstance(exc, DeltaGap) else "bad_payload"), str(exc)
+            return ("delta_gap" if isinstance(exc, DeltaGap) else
+                    "bad_seq" if isinstance(exc, BadSeq) else "bad_payload"), str(exc)
         problem = check_model(params, self._reference)
         if problem is not None:
             return reason_slug(problem), problem

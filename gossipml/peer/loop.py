@@ -157,7 +157,7 @@ def run_task(peer: Runnable, task: Any, rounds: int | None = None) -> dict[str, 
                 time.sleep(pad_s)
             result = peer.step()
         after_merge(peer, task, result)
-        next_round = r + 1 + len(result.get("skipped_rounds", ()))
+        next_round = r + 1 + int(result.get("skipped_rounds", 0))  # a count (Rounds.catch_up)
         loss = sum(losses) / len(losses) if losses else float(task.train_loss())
         fields: dict[str, Any] = {**result, "loss": loss,
                                   "clock": peer.clock, **peer.stats()}

@@ -4,14 +4,32 @@ mailbox is only read."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from gossipml.aggregation.base import Contribution
 from gossipml.comm.mailbox import Mailbox
 
-__all__ = ["contributions", "apply_aggregate"]
+__all__ = ["contributions", "apply_aggregate", "kept_by", "Filtering"]
+
+
+@runtime_checkable
+class Filtering(Protocol):
+    """An aggregator that drops some contributions (non-finite, wrong shape) before combining
+    and names them: ``last_rejected`` is the last call's ``(sender, reason)`` pairs."""
+
+    last_rejected: Any
+
+
+def kept_by(aggregator: object, received: Sequence[Contribution]) -> list[Contribution]:
+    """The contributions the aggregator's last call actually combined: ``received`` less the
+    senders it rejected (all of them for a rule that filters nothing)."""
+    if not isinstance(aggregator, Filtering):
+        return list(received)
+    dropped = {sender for sender, _ in aggregator.last_rejected}
+    return [c for c in received if c.sender not in dropped]
 
 
 def contributions(mailbox: Mailbox, senders: tuple[int, ...], r: int, take_newest: bool,

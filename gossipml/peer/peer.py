@@ -106,6 +106,7 @@ class Peer:
         self.rejections = Rejections(id, self.events)
         self._neighbor_ids = self._all_neighbors()
         self._done = False
+        self._started = False
         self._linked = False  # every neighbour heard, and hearing us
         self.heartbeats_sent = 0
         self._last_heartbeat_s = 0.0
@@ -145,14 +146,15 @@ class Peer:
                              topology=self.topology, aggregator=self.aggregator,
                              pacing=self.pacing, pacing_config=cfg.pacing,
                              consensus_step=cfg.peer.consensus_step, stale=stale,
-                             known=self._known, report_view=self.swarm is not None)
+                             known=self._known, report_view=self.swarm is not None,
+                             check_alive=self._check_alive)
         self.inbound = InboundSide(
             id, mailbox=self.mailbox, decoder=Inbound(device), rejections=self.rejections,
             outbound=self.outbound, reference=params,
             max_message_bytes=self.transport_config.message_limit_bytes,
             peer_ids=frozenset(self.peers), neighbor_ids=self._neighbor_ids, link=self._link,
             shm_enabled=cfg.transport.shm, clock=lambda: self.rounds.clock,
-            accepted_codecs=configured_codecs(cfg))
+            accepted_codecs=configured_codecs(cfg), window=lambda: self.rounds.window)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Peer":
@@ -165,7 +167,16 @@ class Peer:
     def start(self) -> "Peer":
         """Bind and start the communication thread."""
         self.transport.start()
+        self._started = True
         return self
+
+    def _check_alive(self) -> None:
+        """RuntimeError naming the cause when the communication thread died while the peer is
+        open: a peer that can neither send nor receive must stop, not train deaf."""
+        if self._started and not self._done and not self.transport.alive:
+            raise RuntimeError(
+                f"peer {self.id}: communication thread died: {self.transport.error!r}; the peer can no longer "
+                "send or receive (a bug: see the log for the traceback, then restart the peer)")
 
     @property
     def address(self) -> str:
@@ -190,17 +201,26 @@ class Peer:
         timeout_s = self.config.peer.startup_timeout_s if timeout_s is None else timeout_s
         if self.swarm is not None:  # a swarm peer starts once it knows anyone alive
             swarm = self.swarm
-            self.mailbox.wait(lambda: bool(swarm.live()), timeout_s)
+            self._wait_alive(lambda: bool(swarm.live()), timeout_s)
             self.events.emit("start", view=sorted(swarm.live()))
             return set() if swarm.live() else {-1}
         want = set(self._neighbor_ids)
-        self.mailbox.wait(lambda: self.mailbox.linked(self.id, want) == want, timeout_s)
+        self._wait_alive(lambda: self.mailbox.linked(self.id, want) == want, timeout_s)
         missing = want - self.mailbox.linked(self.id, want)
         if missing:
             log.warning("peer %d: not heard from %s after %.1f s; going on", self.id,
                         sorted(missing), timeout_s)
         self.events.emit("start", missing=sorted(missing), neighbors=sorted(want))
         return missing
+
+    def _wait_alive(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Wait (bounded) for ``predicate``, raising at once if the communication thread dies."""
+        deadline = time.monotonic() + timeout_s
+        while not self.mailbox.wait(predicate, min(0.2, max(0.0, deadline - time.monotonic()))):
+            self._check_alive()
+            if time.monotonic() >= deadline:
+                return
+        self._check_alive()
 
     # ---- the training side (see Rounds) -------------------------------------------------
     def run(self, task: Any, rounds: int | None = None) -> dict[str, Any]:

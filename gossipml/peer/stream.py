@@ -17,6 +17,9 @@ as deltas, with either content, over one stream per destination: a per-round top
 different neighbours each round, and a receiver left out of a round would miss a change of a
 shared ``x_hat`` (a gap until the next keyframe). One ``x_hat`` per destination costs one model
 copy and one encode per neighbour; bytes fall as the model settles, since fewer entries move.
+A sequence number more than :data:`SEQ_WINDOW` away from the expected one (or not an integer)
+is refused as ``bad_seq`` and leaves the stream as it was, so a forged one cannot silence the
+real sender; a keyframe resyncs whatever its number.
 
 Both classes run on the communication thread only.
 """
@@ -32,7 +35,11 @@ from gossipml.codecs import (Codec, CodecError, DeltaReceiver, DeltaSender, buil
                              decode_model, encode_model, filters_changes)
 from gossipml.wire import Message, pack
 
-__all__ = ["Outbox", "Inbound", "DeltaGap"]
+__all__ = ["Outbox", "Inbound", "DeltaGap", "BadSeq", "SEQ_WINDOW"]
+
+#: How far (in messages) a delta's sequence number may be from the expected one and still count
+#: as the same stream (a few lost messages: a gap); further is refused without a state change.
+SEQ_WINDOW = 64
 
 
 class DeltaGap(CodecError):
@@ -65,6 +72,10 @@ class _Stream:
             self.sender.reference = dict(state["reference"])
         kf = state.get("keyframe_round")
         self.keyframe_round = None if kf is None else int(kf)
+
+
+class BadSeq(CodecError):
+    """A delta's sequence number is no integer, or too far from the expected one to believe."""
 
 
 class Outbox:
@@ -173,12 +184,12 @@ class Inbound:
     def decode(self, msg: Message) -> dict[str, torch.Tensor]:
         """Decode ``msg``; for deltas, return a copy of the sender's updated ``x_hat``.
         Raises CodecError (or DeltaGap) for payloads that cannot be used."""
+        if msg.kind == "model":  # parameters: no stream to follow
+            return decode_model(msg.tensors, self.device)
         seq = msg.info.get("seq")
         expected = self._next_seq.get(msg.sender)
-        if isinstance(seq, int):
-            self._next_seq[msg.sender] = seq + 1
-        if msg.kind == "model":
-            return decode_model(msg.tensors, self.device)
+        self._check_seq(msg.sender, seq, expected, bool(msg.info.get("keyframe")))
+        self._next_seq[msg.sender] = seq + 1
         if msg.info.get("keyframe"):
             self._receiver.forget(msg.sender)
             self._synced.add(msg.sender)
@@ -189,6 +200,16 @@ class Inbound:
                            "keyframe); ignored until the next keyframe")
         x_hat = self._receiver.apply(msg.sender, msg.tensors)
         return {k: v.clone() for k, v in x_hat.items()}
+
+    @staticmethod
+    def _check_seq(sender: int, seq: Any, expected: int | None, keyframe: bool) -> None:
+        """BadSeq unless ``seq`` is an int and (a keyframe, the first seen, or) within
+        :data:`SEQ_WINDOW` of ``expected``; nothing is changed either way."""
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise BadSeq(f"delta from {sender} has seq {seq!r:.40}, not an integer")
+        if not keyframe and expected is not None and abs(seq - expected) > SEQ_WINDOW:
+            raise BadSeq(f"delta seq {seq} from {sender} is more than {SEQ_WINDOW} from the "
+                         f"expected {expected}; ignored (the stream goes on as before)")
 
     def state_dict(self) -> dict[str, Any]:
         """The neighbours' CHOCO references and the stream positions."""

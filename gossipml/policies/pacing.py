@@ -19,6 +19,11 @@ a short poll passes, until ``proceed`` is true.
 
 A neighbour in ``view.dead`` never blocks; :class:`Liveness` decides who is dead from silence.
 :class:`Schedule` says at which local steps to push, pull and send heartbeats.
+
+Clocks from the network are believed only within :class:`RoundWindow`: a neighbour's round may be
+at most ``PacingConfig.rounds_ahead`` ahead of the receiver's clock (the most the pace lets an
+honest neighbour run ahead, plus one round of slack) and never past the run's last clock; rounds
+behind are always plausible (a slow or restarted peer) and move no state forward.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Mapping, Protocol
 
 from gossipml.policies.combinations import schedule_problem
+from gossipml.policies.window import DEFAULT_MAX_ROUND_AHEAD, RoundWindow, rounds_ahead
 
 __all__ = [
     "PACING_MODES",
@@ -41,6 +47,8 @@ __all__ = [
     "build_pacing",
     "Liveness",
     "Schedule",
+    "RoundWindow",
+    "DEFAULT_MAX_ROUND_AHEAD",
 ]
 
 PACING_MODES: tuple[str, ...] = ("async", "sync", "ssp", "backup")
@@ -71,6 +79,9 @@ class PacingConfig:
     # SSP, else 4)
     stale_correction: bool = False
     stale_window_rounds: int | None = None
+    # how many rounds ahead of this peer's clock a neighbour's message may be (None: derived
+    # from the mode, see rounds_ahead); further ahead is refused as round_out_of_window
+    max_round_ahead: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in PACING_MODES:
@@ -96,6 +107,11 @@ class PacingConfig:
                 not _is_int(self.stale_window_rounds) or self.stale_window_rounds < 1):
             raise ValueError(f"stale_window_rounds must be an integer >= 1 (rounds of own models "
                              f"kept for stale_correction), got {self.stale_window_rounds!r}")
+        if self.max_round_ahead is not None and (
+                not _is_int(self.max_round_ahead) or self.max_round_ahead < 1):
+            raise ValueError(f"max_round_ahead must be an integer >= 1 (rounds a neighbour may be "
+                             f"ahead of this peer), or unset for the mode's default, got "
+                             f"{self.max_round_ahead!r}")
         for name in ("interval_steps", "push_every_steps", "pull_every_steps"):
             value = getattr(self, name)
             if (value is not None or name == "interval_steps") and (
@@ -114,12 +130,18 @@ class PacingConfig:
             return self.stale_window_rounds
         return self.max_staleness + 1 if self.mode == "ssp" else 4
 
+    @property
+    def rounds_ahead(self) -> int:
+        """How far ahead of this peer a neighbour's round may plausibly be (see
+        :func:`~gossipml.policies.window.rounds_ahead`)."""
+        return rounds_ahead(self.mode, self.max_staleness, self.max_round_ahead)
+
 
 @dataclass(frozen=True)
 class PaceView:
     """What a peer knows when it decides: its clock, the time (seconds, any monotonic origin),
     the expected in-neighbours, the round of each held model, neighbours' known clocks, the dead;
-    ``merged``: senders whose held model was merged already; ``arrival_order``: senders in the
+    ``horizon``: no clock above it is believed (None: no bound); ``merged``: senders whose held model was merged already; ``arrival_order``: senders in the
     order their held models arrived (earliest first; senders not listed come after, by id)."""
 
     clock: int
@@ -131,6 +153,7 @@ class PaceView:
     dead: frozenset[int] = frozenset()
     merged: frozenset[int] = frozenset()
     arrival_order: tuple[int, ...] = ()
+    horizon: int | None = None  # the highest neighbour clock believed (RoundWindow.top)
 
     @property
     def waited_s(self) -> float:
@@ -278,13 +301,16 @@ class BackupPacing:
         neighbours finished round c (they are at clocks > c: the first k go on without this
         peer's model, which would only come late), the clock to jump to, the k-th highest of
         theirs; else None. Backup workers restart on the newest parameters the same way
-        (``backup_catch_up``)."""
+        (``backup_catch_up``). Only clocks up to ``view.horizon`` count, and the jump never
+        goes past it, so a forged clock moves no peer further than the round window."""
         if not self.catch_up_enabled:
             return None
         # a held round-m model says its sender finished round m: it is at clock m + 1 at least
-        clocks = sorted((max(_or(view.known_clocks.get(j), -1),
-                             view.arrived_rounds.get(j, -2) + 1)
-                         for j in view.expected if j not in view.dead), reverse=True)
+        top = view.horizon
+        clocks = sorted((c for c in (max(_or(view.known_clocks.get(j), -1),
+                                         view.arrived_rounds.get(j, -2) + 1)
+                                     for j in view.expected if j not in view.dead)
+                         if top is None or c <= top), reverse=True)
         need = self.needed(len(view.expected))
         if need == 0 or len(clocks) < need or clocks[need - 1] <= view.clock:
             return None

@@ -60,6 +60,8 @@ AUDIT: dict[str, str] = {
     "pacing.mode": _POLICY + "test_pacing_mode_chooses_whether_to_wait",
     "pacing.timeout_s": _POLICY + "test_pacing_timeout_s_bounds_the_wait",
     "pacing.max_staleness": _POLICY + "test_pacing_max_staleness_bounds_the_lag",
+    "pacing.max_round_ahead": "tests/unit/policies/test_window.py::"
+                              "test_rounds_ahead_is_the_pace_bound_plus_slack_or_the_configured_one",
     "pacing.backup_k": _POLICY + "test_pacing_backup_k_is_how_many_to_wait_for",
     "pacing.backup_catch_up": _POLICY + "test_pacing_backup_catch_up_jumps_to_the_others_round",
     "pacing.dead_after_s": _POLICY + "test_pacing_dead_after_s_stops_waiting_for_the_silent",

@@ -59,7 +59,7 @@ def test_backup_peer_left_behind_catches_up_and_skips_rounds(memory_peers):
         p2.outbound.publish(r, (0,))
     out = p0.step()  # mid-round: the first k finished round 0 (and 1, 2) without it
     assert out["aborted"] is True and out["pace"] == "caught_up"
-    assert out["round"] == 0 and out["skipped_rounds"] == [1, 2]
+    assert out["round"] == 0 and out["skipped_rounds"] == 2 and out["skipped_from"] == 1
     assert sorted(out["merged"]) == [1, 2] and out["staleness"] == [0, 0]
     assert p0.clock == 3 and p0.local_steps == 0  # the next round gets its full steps
     assert _values(p0) == {round(2 / 3, 6)}  # uniform over self and both neighbours
@@ -100,3 +100,21 @@ def test_only_the_round_loop_writes_the_clock_and_the_step_count():
                     if isinstance(sub, ast.Attribute) and sub.attr in ("clock", "local_steps"):
                         writers.add(path.name)
     assert writers == {"rounds.py"}, writers
+
+
+def test_merged_names_only_the_senders_the_aggregator_kept(memory_peers):
+    # Prepare: async with stale correction, three peers near float32's top; peer 1's round-0
+    # model, corrected at round 1 (x_1 + own_now - own_0), overflows to inf, which the rule's
+    # filter drops; peer 2's round-1 model needs no correction
+    cfg = {"topology": {"kind": "full"},
+           "pacing": {"mode": "async", "stale_correction": True}}
+    p0, p1, p2 = memory_peers([2e38, 2e38, 2e38], cfg)
+    p0.exchange(push=False)  # round 0: p0 records its own round-0 model, nothing to merge
+    p1.outbound.publish(0, (0,))
+    p2.outbound.publish(1, (0,))
+    # Execute
+    out = p0.exchange(push=False)
+    # Assert: only peer 2 is reported (and its staleness), the model stays finite
+    assert out["merged"] == [2] and out["staleness"] == [0] and out["corrected"] == []
+    assert p0.aggregator.last_rejected[0][0] == 1
+    assert all(bool(t.isfinite().all()) for t in exchanged_state(p0.model).values())

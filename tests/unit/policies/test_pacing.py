@@ -131,6 +131,16 @@ def test_backup_default_k_is_d_minus_one_and_dead_lower_the_bar():
     assert d == PaceDecision(True, (2,), (1, 3), "timeout")
 
 
+def test_backup_catch_up_never_believes_a_clock_past_the_horizon():
+    # Prepare: k = 1 of 3; peer 1 claims clock 2**62 - 1 (forged), peer 2 is really at 9
+    backup = BackupPacing(k=1, catch_up_enabled=True)
+    forged = {1: 2**62 - 1, 2: 9}
+    # Execute / Assert: past the horizon the forged clock is not counted; the jump goes to 9
+    assert backup.catch_up(PaceView(5, 0.0, 0.0, (1, 2, 3), {}, forged, horizon=7)) is None
+    assert backup.catch_up(PaceView(5, 0.0, 0.0, (1, 2, 3), {}, forged, horizon=9)) == 9
+    assert backup.catch_up(PaceView(5, 0.0, 0.0, (1, 2, 3), {}, {1: 8}, horizon=9)) == 8
+
+
 def test_backup_catch_up_skips_to_where_the_first_k_went_on():
     # at clock 5 with k = 2 of 3: two neighbours at clocks 7 and 6 finished round 5 without us
     on = build_pacing(PacingConfig(mode="backup", backup_k=2, backup_catch_up=True))
