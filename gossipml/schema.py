@@ -154,7 +154,8 @@ SCHEMAS: Mapping[str, Mapping[str, Check]] = {
     "delta": _MODEL,
     "heartbeat": {"done": flag, "hears": peer_ids, "address": address},
     "pull": {},
-    "view": {"entries": view_entries, "reply": flag, "address": address},
+    "view": {"entries": view_entries, "reply": flag, "address": address,
+             "nonce": count(MAX_SEQ), "echo": count(MAX_SEQ)},  # membership probes (peer/swarm)
     "ack": {"shm_release": shm_token, "done": flag},
     "hello": {"heard_all": flag, "x_sq_norm": real(0.0)},          # featuresplit handshake
     "partial": {"w_sq": real(0.0), "g_sq": real(0.0, allow_inf=True), "dot": real()},

@@ -126,6 +126,12 @@ class Inbound:
         x_hat = self._receiver.apply(msg.sender, msg.tensors)
         return {k: v.clone() for k, v in x_hat.items()}
 
+    def forget(self, sender: int) -> None:
+        """Drop ``sender``'s reference copy and stream position (it left the view)."""
+        self._receiver.forget(sender)
+        self._next_seq.pop(sender, None)
+        self._synced.discard(sender)
+
     def state_dict(self) -> dict[str, Any]:
         """The neighbours' CHOCO references and the stream positions."""
         return {"copies": self._receiver.copies, "next_seq": dict(self._next_seq),
