@@ -26,6 +26,7 @@ new ids per source and ``max_probes`` probes at a time; CURVE's allow-list is th
 from __future__ import annotations
 
 import collections
+import ipaddress
 import secrets
 import threading
 import time
@@ -177,6 +178,14 @@ class _Probe:
     echo: int | None = None
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _host(address: str) -> str | None:
     parsed = parse_tcp_address(address)
     return None if parsed is None else parsed[0]
@@ -282,8 +291,11 @@ class SwarmLink:
     def _is_seed_peer(self, s: int) -> bool:
         """``s`` was confirmed at a seed address (and, when known, speaks from that host)."""
         addr = next((a for a, j in self._seed_peer.items() if j == s), None)
-        return addr is not None and (self._source_host is None
-                                     or self._source_host == _host(addr))
+        if addr is None:
+            return False
+        host = _host(addr)  # a seed named by hostname cannot be matched to the IP it speaks from
+        return self._source_host is None or host is None or self._source_host == host \
+            or not _is_ip(host)
 
     def _may_dial(self, peer_id: int, address: str, *, via_seed: bool) -> bool:
         host = _host(address)
