@@ -169,7 +169,8 @@ SCHEMAS: Mapping[str, Mapping[str, Check]] = {
     "delta": _MODEL,
     "heartbeat": {"done": flag, "hears": peer_ids, "address": address},
     "pull": {},
-    "view": {"entries": view_entries, "reply": flag, "address": address},
+    "view": {"entries": view_entries, "reply": flag, "address": address,
+             "nonce": count(MAX_SEQ), "echo": count(MAX_SEQ)},  # membership probes (peer/swarm)
     "ack": {"shm_release": shm_token, "done": flag,
             "shm_probe": probe_name, "shm_probe_answer": probe_answer},  # same-host handshake
     "hello": {"heard_all": flag, "x_sq_norm": real(0.0)},          # featuresplit handshake

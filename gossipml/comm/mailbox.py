@@ -85,6 +85,15 @@ class Mailbox:
             self._s.refused[sender] = max(round_, self._s.refused.get(sender, -1))
             self._cond.notify_all()
 
+    def forget(self, sender: int) -> None:
+        """Drop everything held for ``sender`` (models, clock, liveness): it left the view."""
+        with self._cond:
+            for held in (self._s.models, self._s.recent, self._s.clocks, self._s.last_heard_s,
+                         self._s.hears, self._s.refused):
+                held.pop(sender, None)
+            self._s.done.discard(sender)
+            self._cond.notify_all()
+
     def refused_rounds(self) -> dict[int, int]:
         """Newest refused round per sender."""
         with self._cond:

@@ -28,12 +28,22 @@ from gossipml.peer.swarm import SwarmLink
 from gossipml.policies.pacing import RoundWindow
 from gossipml.wire import Message, WireError, unpack
 
-__all__ = ["InboundSide", "HANDLER_ERROR", "OUT_OF_WINDOW", "CLOCKED_KINDS"]
+__all__ = ["InboundSide", "HANDLER_ERROR", "OUT_OF_WINDOW", "CLOCKED_KINDS", "source_host"]
 
 HANDLER_ERROR = "handler_error"  # the reason counted when a handler raises
 OUT_OF_WINDOW = "round_out_of_window"  # a round further ahead than the pacing allows
 #: Kinds whose round feeds the mailbox (a clock, a held model); the others' round is not stored.
 CLOCKED_KINDS = frozenset({"heartbeat", "model", "delta"})
+
+
+def source_host(frames: list) -> str | None:
+    """The IP a received message's connection comes from (ZeroMQ's ``Peer-Address``), or None
+    (not a tcp connection, or frames that are not ``zmq.Frame``)."""
+    try:
+        host = frames[0].get("Peer-Address")
+    except Exception:  # no metadata (in-memory transport, ipc): nothing to vouch for
+        return None
+    return host if isinstance(host, str) and host else None
 
 
 class InboundSide:
@@ -72,6 +82,7 @@ class InboundSide:
             "pull": self.on_pull, "ack": self.on_ack}
         if link is not None:
             self.handlers["view"] = self.on_view
+            link.on_leave(self.forget)  # a peer that left the view leaves no state here
 
     def on_frames(self, sender_hint: int | None, frames: list) -> None:
         """Handle one received message (``frames`` empty: it was over the size limit)."""
@@ -110,7 +121,9 @@ class InboundSide:
         if self.link is not None:
             if msg.sender == self.peer_id:
                 return self.reject(msg.sender, "unknown_sender", "a message from myself")
-            self.link.note_member(msg)
+            if not self.link.admit(msg, source_host(frames)):
+                return self.reject(msg.sender, "not_in_view",
+                                   f"{msg.kind} from {msg.sender}, not in the live view")
         elif msg.sender not in self.peer_ids or msg.sender == self.peer_id:
             return self.reject(msg.sender, "unknown_sender", f"sender {msg.sender}")
         return msg
@@ -209,6 +222,11 @@ class InboundSide:
             return self.reject(sender, f"shm_{exc.reason}", str(exc))
         self.shm_bytes_received += sum(memoryview(b).nbytes for b in resolved[1:])
         return resolved
+
+    def forget(self, sender: int) -> None:
+        """Drop what is held for ``sender`` (mailbox entries, stream state): it left the view."""
+        self.mailbox.forget(sender)
+        self.decoder.forget(sender)
 
     def state_dict(self) -> dict[str, Any]:
         """The stream decoder's state (neighbours' CHOCO references, stream positions); read it

@@ -47,6 +47,7 @@ from gossipml.peer.rounds import Rounds
 from gossipml.peer.stale import StaleCorrection
 from gossipml.peer.stream import Inbound, Outbox
 from gossipml.peer.swarm import SwarmLink, SwarmTopology, seed_dealers
+from gossipml.policies.membership import parse_tcp_address
 from gossipml.policies.pacing import Schedule, build_pacing
 from gossipml.policies.topology import build_topology
 from gossipml.wire import Message, pack
@@ -56,6 +57,15 @@ __all__ = ["Peer", "exchanged_state"]
 log = logging.getLogger("gossipml.peer.peer")
 
 STARTUP_HEARTBEAT_S = 0.1  # until every neighbour is heard both ways, beat at least this often
+
+
+def _has_key(curve: Any, peer_id: int) -> bool:
+    """Whether CURVE has ``peer_id``'s server key (a DEALER to it can be made at all)."""
+    try:
+        curve.server_key(peer_id)
+    except ValueError:
+        return False
+    return True
 
 
 class Peer:
@@ -83,6 +93,9 @@ class Peer:
             raise ValueError(f"id {id} is not in peers {sorted(peers)}")
         self.swarm: SwarmTopology | None = None
         if cfg.membership.enabled:  # neighbours come from the live view, not from `peers`
+            if parse_tcp_address(peers[id]) is None:
+                raise ValueError(f"membership speaks tcp only: peer {id}'s address "
+                                 f"{peers[id]!r} must be tcp://host:port")
             self.swarm = SwarmTopology(cfg.membership, id, peers[id], seed=cfg.run.seed * 7919 + id)
             peers = {id: peers[id]}
         elif sorted(peers) != list(range(len(peers))):
@@ -121,9 +134,9 @@ class Peer:
             link_policy=cfg.emulation.policy(id) if cfg.emulation.is_active else None,
             curve=curve,
         )
-        self._build_parts(seeds)
+        self._build_parts(seeds, curve)
 
-    def _build_parts(self, seeds: dict[int, str]) -> None:
+    def _build_parts(self, seeds: dict[int, str], curve: Any = None) -> None:
         """The outbound, inbound and round sides, each given the collaborators it uses."""
         cfg, id = self.config, self.id
         params = exchanged_state(self.model)
@@ -139,7 +152,8 @@ class Peer:
             device=device, rejections=self.rejections, progress=lambda: self.rounds.local_steps,
             pull_limit=PullLimit.from_pacing(cfg.pacing))
         self._link = None if self.swarm is None else SwarmLink(
-            self.swarm, self.transport, id, self.peers[id], seeds, self.rejections)
+            self.swarm, self.transport, id, self.peers[id], seeds, self.rejections,
+            can_dial=None if curve is None else lambda j: _has_key(curve, j))
         stale = (StaleCorrection(params, cfg.pacing.stale_window)
                  if cfg.pacing.stale_correction else None)
         self.rounds = Rounds(id, self.model, mailbox=self.mailbox, outbound=self.outbound,

@@ -211,6 +211,12 @@ class Inbound:
             raise BadSeq(f"delta seq {seq} from {sender} is more than {SEQ_WINDOW} from the "
                          f"expected {expected}; ignored (the stream goes on as before)")
 
+    def forget(self, sender: int) -> None:
+        """Drop ``sender``'s reference copy and stream position (it left the view)."""
+        self._receiver.forget(sender)
+        self._next_seq.pop(sender, None)
+        self._synced.discard(sender)
+
     def state_dict(self) -> dict[str, Any]:
         """The neighbours' CHOCO references and the stream positions."""
         return {"copies": self._receiver.copies, "next_seq": dict(self._next_seq),

@@ -4,8 +4,11 @@ swarm topology a peer builds does with its live view. Two values, two behaviours
 
 from __future__ import annotations
 
+
 import time
 from typing import Any
+
+import torch
 
 from gossipml.peer.swarm import SwarmTopology
 from gossipml.policies.emulation import LinkEmulation
@@ -79,17 +82,58 @@ def test_step_time_s_is_the_emulated_step():
 def _swarm(heard: int = 0, **membership: Any) -> SwarmTopology:
     cfg = MembershipConfig(**{"seeds": ("tcp://10.0.0.1:5555",), **membership})
     swarm = SwarmTopology(cfg, 0, "tcp://10.0.0.100:5555", seed=1)
-    for j in range(1, heard + 1):
-        swarm.heard(j, f"tcp://10.0.0.{j}:5555")
+    for j in range(1, heard + 1):  # peers that proved their id at their address (probe answered)
+        swarm.confirm(j, f"tcp://10.0.0.{j}:5555")
     return swarm
 
 
-def test_enabled_takes_neighbours_from_the_live_view(memory_peers):
-    plain = memory_peers([0.0, 1.0], {})[0]
-    swarm = memory_peers([0.0, 1.0], {"membership": {"enabled": True,
-                                                     "seeds": ["memory://1"]}})[0]
+def test_enabled_takes_neighbours_from_the_live_view():
+    from gossipml.config import ExperimentConfig
+    from gossipml.peer import Peer
+
+    peers = {0: "tcp://127.0.0.1:5701", 1: "tcp://127.0.0.1:5702"}
+    plain = Peer(torch.nn.Linear(2, 1), ExperimentConfig(), id=0, peers=peers)  # never started
+    cfg = ExperimentConfig.from_dict({"membership": {"enabled": True,
+                                                     "seeds": ["tcp://127.0.0.1:5702"]}})
+    swarm = Peer(torch.nn.Linear(2, 1), cfg, id=0, peers=peers)
     assert plain.swarm is None and plain.topology.out_neighbors(0, 0) == (1,)
     assert swarm.swarm is not None and swarm.topology is swarm.swarm
+
+
+def _link(**membership: Any):
+    from gossipml.comm.config import TransportConfig
+    from gossipml.comm.memory import MemoryNetwork
+    from gossipml.peer.swarm import SwarmLink
+
+    swarm = _swarm(**membership)
+    port = MemoryNetwork().transport(0, "memory://0", {}, TransportConfig(), lambda *a: None)
+    return SwarmLink(swarm, port, 0, "tcp://10.0.0.100:5555", {}, lambda *a: None), swarm
+
+
+def test_max_new_per_shuffle_bounds_the_ids_one_source_introduces():
+    invented = [[100 + k, "tcp://10.0.0.200:5555", 0.0] for k in range(20)]
+    counts = []
+    for limit in (1, 3):
+        swarm = _swarm(1, max_new_per_shuffle=limit)
+        swarm.on_shuffle(invented, 1)
+        counts.append(len(swarm.candidates()))
+    assert counts == [1, 3]
+
+
+def test_max_probes_bounds_the_probes_in_flight():
+    assert [_link(max_probes=n)[0]._probe_slots() for n in (1, 5)] == [1, 5]
+
+
+def test_probe_timeout_s_drops_a_candidate_that_never_answers():
+
+
+    kept = []
+    for timeout_s in (0.5, 5.0):
+        link, _ = _link(probe_timeout_s=timeout_s)
+        link._start_probe(7, "tcp://10.0.0.7:5555", dial=False)
+        link._expire_probes(time.monotonic() + 1.0)
+        kept.append(7 in link._probes)
+    assert kept == [False, True]
 
 
 def test_seeds_are_whom_an_empty_view_shuffles_with():

@@ -176,7 +176,7 @@ def test_a_handler_table_entry_that_raises_anything_is_contained(side):
     assert side.mailbox.at_round(1, 3) is not None
 
 
-def test_a_swarm_peer_routes_views_to_its_link_and_learns_senders():
+def test_a_swarm_peer_routes_views_to_its_link_and_admits_members_only():
     from gossipml.peer.swarm import SwarmLink, SwarmTopology
     from gossipml.policies.membership import MembershipConfig
 
@@ -192,9 +192,20 @@ def test_a_swarm_peer_routes_views_to_its_link_and_learns_senders():
     shuffle = Message(kind="view", sender=5, round=2,
                       info={"entries": [[2, "tcp://127.0.0.2:2", 0.0]], "reply": False,
                             "address": "tcp://127.0.0.5:5"})
-    side.send(5, shuffle)
-    assert set(swarm.live()) == {2, 5} and 5 in link.connected
+    side.send(5, shuffle)  # a stranger at a host that never connected here: not dialled
+    side.send(5, side.model_msg(5, 3, 1.0))
+    assert swarm.live() == {} and not link.connected and not swarm.candidates()
+    assert dict(side.rejections.counts) == {"not_in_view": 2} and not side.got[5]
+    assert side.mailbox.snapshot()[0] == {}
+    swarm.confirm(5, "tcp://127.0.0.5:5")  # as if 5 had answered a probe
+    side.send(5, shuffle)  # a member's shuffle: answered; 2 is only a candidate
+    assert set(swarm.live()) == {5} and [c.peer_id for c in swarm.candidates()] == [2]
     assert [(m.kind, m.round, m.info["reply"]) for m in side.got[5]] == [("view", 7, True)]
+    side.send(5, side.model_msg(5, 3, 1.0))
+    assert side.mailbox.at_round(5, 3) is not None
+    side.side.forget(5)  # what the link calls when 5 leaves the view
+    assert side.mailbox.snapshot()[0] == {} and side.mailbox.snapshot()[1] == {}
+    side.rejections.counts.clear()
     import msgpack  # a hostile view that pack() would refuse to build: the wire refuses it too
 
     raw = msgpack.packb({"v": 1, "kind": "view", "sender": 5, "round": 2,

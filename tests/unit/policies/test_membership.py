@@ -9,7 +9,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from gossipml.policies.membership import MAX_WIRE_ENTRIES, Membership, View, ViewEntry, parse_entries
+from gossipml.policies.membership import (MAX_WIRE_ENTRIES, Membership, View, ViewEntry,
+                                          parse_entries, parse_tcp_address)
 
 ROUND_S = 1.0
 
@@ -53,9 +54,21 @@ class Swarm:
             j = self.by_address(target_addr)
             if j not in self.alive:
                 continue  # the message is lost: nobody answers
-            self.peers[j].heard(i, addr(i), self.now_s)
+            if not self.peers[j].is_member(i):
+                self.handshake(i, j)  # a probe and its answer (peer/swarm.py)
             reply = self.peers[j].on_shuffle(entries, i, self.now_s)
-            self.peers[i].on_reply(msgpack.unpackb(msgpack.packb(reply)), self.now_s)
+            self.peers[i].on_reply(msgpack.unpackb(msgpack.packb(reply)), self.now_s, j)
+        for i in order:  # every peer probes a few candidates; only live ones answer
+            for c in list(self.peers[i].candidates.values())[:4]:
+                if c.peer_id in self.alive and c.address == addr(c.peer_id):
+                    self.handshake(i, c.peer_id)
+                else:
+                    self.peers[i].drop_candidate(c.peer_id)
+
+    def handshake(self, i: int, j: int) -> None:
+        """i and j each proved to the other that it answers at its address."""
+        self.peers[i].confirm(j, addr(j), self.now_s)
+        self.peers[j].confirm(i, addr(i), self.now_s)
 
     def run(self, rounds: int) -> None:
         for _ in range(rounds):
@@ -116,7 +129,7 @@ def test_newcomer_joins_through_any_one_seed(seed_peer):
 def test_sample_draws_distinct_live_ids():
     m = Membership(0, addr(0), [], view_size=8, shuffle_size=3, dead_after_s=10.0)
     for j in range(1, 6):
-        m.heard(j, addr(j), now_s=1.0)
+        m.confirm(j, addr(j), now_s=1.0)
     got = m.sample(3, random.Random(1))
     assert len(set(got)) == 3 and set(got) <= set(range(1, 6))
     got_np = m.sample(10, np.random.default_rng(1))
@@ -125,14 +138,71 @@ def test_sample_draws_distinct_live_ids():
 
 
 def test_first_shuffle_goes_to_a_seed_and_self_is_never_kept():
-    m = Membership(5, addr(5), [addr(5), addr(1)], view_size=4, shuffle_size=2, dead_after_s=10.0)
+    m = Membership(5, addr(5), [addr(5), addr(1)], view_size=4, shuffle_size=2, dead_after_s=10.0,
+                   max_new_per_shuffle=3)
     target, entries = m.make_shuffle(0.0)
     assert target == addr(1) and entries == [[5, addr(5), 0.0]]
-    m.on_reply([[5, addr(5), 0.0], [1, addr(1), 0.0], [2, addr(2), 3.0], [2, addr(2), 1.0]], 10.0)
-    assert m.live_peers() == {1: addr(1), 2: addr(2)}
-    assert m.view.get(2).last_heard_s == 9.0  # the freshest duplicate wins
-    m.on_reply([[7, addr(7), 10.0]], 10.0)  # already too old to be alive: refused
-    assert 7 not in m.live_peers()
+    m.confirm(1, addr(1), 10.0)  # the seed answered our probe as peer 1
+    m.on_reply([[5, addr(5), 0.0], [1, addr(1), 0.0], [2, addr(2), 3.0], [2, addr(2), 1.0]], 10.0, 1)
+    assert m.live_peers() == {1: addr(1)}  # 2 is hearsay: a candidate until it answers a probe
+    assert set(m.candidates) == {2} and m.candidates[2].source == 1
+    m.confirm(2, addr(2), 10.0)
+    assert m.live_peers() == {1: addr(1), 2: addr(2)} and not m.candidates
+    m.on_reply([[7, addr(7), 10.0]], 10.0, 1)  # already too old to be alive: refused
+    assert 7 not in m.live_peers() and 7 not in m.candidates
+
+
+def test_one_source_introduces_at_most_max_new_ids_and_hearsay_evicts_no_member():
+    m = Membership(0, addr(0), [], view_size=4, shuffle_size=2, dead_after_s=10.0,
+                   max_new_per_shuffle=2, max_candidates=8)
+    for j in (1, 2, 3, 4):
+        m.confirm(j, addr(j), 0.0)
+    invented = [[1000 + k, addr(200), 0.0] for k in range(50)]
+    m.on_shuffle(invented, 1, 1.0)
+    m.on_shuffle(invented[10:], 1, 1.0)  # its two are still pending: nothing more from it
+    assert sorted(m.candidates) == [1000, 1001] and m.ignored["new_over_limit"] == 48 + 40
+    m.on_reply(invented[20:], 1.0, 2)  # another source: two more, and the table fills
+    assert len(m.candidates) == 4 and sorted(m.live_peers()) == [1, 2, 3, 4]
+    m.on_shuffle([[3, addr(9), 0.0]], 1, 1.0)  # a member named at another address: ignored
+    assert m.live_peers()[3] == addr(3) and m.ignored["address_conflict"] == 1
+
+
+def test_relayed_ages_have_a_floor_and_candidates_are_bounded():
+    m = Membership(0, addr(0), [], view_size=4, shuffle_size=2, dead_after_s=10.0,
+                   min_relayed_age_s=2.0, max_candidates=1)
+    m.confirm(1, addr(1), 0.0)
+    m.confirm(2, addr(2), 0.0)
+    m.on_shuffle([[1, addr(1), 0.0], [2, addr(2), 0.0]], 1, 5.0)  # 2 relayed by 1
+    assert m.view.get(1).last_heard_s == 5.0 and m.view.get(2).last_heard_s == 3.0
+    m.on_shuffle([[2, addr(2), 9.5]], 1, 5.0)  # older news never moves an entry back
+    assert m.view.get(2).last_heard_s == 3.0
+    m.on_shuffle([[5, addr(5), 0.0], [6, addr(6), 0.0]], 1, 5.0)
+    assert list(m.candidates) == [5] and m.ignored["candidates_full"] == 1
+    assert m.expire(15.5) == [1, 2] and m.take_departed() == [1, 2] and not m.candidates
+
+
+def test_a_confirmation_that_overflows_evicts_the_shipped_entries_and_reports_them():
+    m = Membership(0, addr(0), [], view_size=2, shuffle_size=2, dead_after_s=10.0, seed=4)
+    m.confirm(1, addr(1), 0.0)
+    m.confirm(2, addr(2), 1.0)
+    target, entries = m.make_shuffle(2.0)  # ships the member that is not the target
+    shipped = [e[0] for e in entries[1:]]
+    assert m.confirm(3, addr(3), 2.0) == shipped and m.take_departed() == shipped
+    assert m.heard(3, None, 3.0) and not m.heard(9, addr(9), 3.0)  # first-hand: members only
+
+
+@pytest.mark.parametrize("address, want", [
+    ("tcp://10.0.0.1:5555", ("10.0.0.1", 5555)),
+    ("tcp://[::1]:1", ("::1", 1)),
+    ("tcp://gml-h1.example:65535", ("gml-h1.example", 65535)),
+    ("tcp://localhost:80", ("127.0.0.1", 80)),
+    ("tcp://10.0.0.1:0", None), ("tcp://10.0.0.1:65536", None), ("tcp://*:5555", None),
+    ("tcp://0.0.0.0:5555", None), ("tcp://224.0.0.1:5555", None), ("tcp://-bad:1", None),
+    ("tcp://a_b:1", None), ("tcp://999.1.1.1:1", None), ("ipc:///tmp/x", None),
+    ("tcp://h:1 ", None), ("tcp://[zz]:1", None), (5, None),
+])
+def test_addresses_are_tcp_with_a_strict_host_and_port(address, want):
+    assert parse_tcp_address(address) == want
 
 
 def test_view_trim_evicts_shipped_then_oldest():
@@ -150,6 +220,7 @@ def test_view_trim_evicts_shipped_then_oldest():
     ([[-1, addr(1), 0.0]], "peer_id"),
     ([[True, addr(1), 0.0]], "peer_id"),
     ([[1, "no-scheme", 0.0]], "address"),
+    ([[1, "ipc:///tmp/p", 0.0]], "address"),
     ([[1, "tcp://" + "x" * 300, 0.0]], "address"),
     ([[1, addr(1), float("nan")]], "age_s"),
     ([[1, addr(1), -1.0]], "age_s"),
