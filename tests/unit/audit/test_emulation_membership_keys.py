@@ -4,7 +4,6 @@ swarm topology a peer builds does with its live view. Two values, two behaviours
 
 from __future__ import annotations
 
-
 import time
 from typing import Any
 
