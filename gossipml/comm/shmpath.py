@@ -127,6 +127,11 @@ class ShmOutbox:
         """Messages sent through shared memory so far."""
         return self.counts["offloaded"]
 
+    @property
+    def in_flight(self) -> int:
+        """Segments sent and not yet released by their receivers."""
+        return sum(w.in_flight for w in self._writers.values())
+
     def enable(self, dest: int) -> None:
         """Serve ``dest`` through shared memory from the next message on."""
         self._dests = self._dests | {dest}

@@ -234,6 +234,7 @@ class Transport:
                 if self._on_tick is not None:
                     self._on_tick()
             self._run_commands(dealers, pending)  # flush what was queued before close()
+            self._await_shm_releases(poller, receiver)
         except Exception as exc:  # never die silently: record, log, and let the peer see it
             self._error = exc
             log.exception("peer %d: communication thread failed", self.peer_id)
@@ -247,6 +248,14 @@ class Transport:
                 done()
             if self._shm is not None:
                 self._shm.close()
+
+    def _await_shm_releases(self, poller: zmq.Poller, receiver: Receiver) -> None:
+        """Before the segments are unlinked, let receivers copy out what is in flight (their
+        release acks arrive here), for at most ``linger_s``: else the last model sent before a
+        close can find its segment gone (``shm_no_segment``)."""
+        end = time.monotonic() + self.config.linger_s
+        while self._shm is not None and self._shm.in_flight and time.monotonic() < end:
+            receiver.on_ready(dict(poller.poll(10)))
 
     def _make_router(self) -> zmq.Socket:
         sock = make_router(self._ctx, self.config, self._curve)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from gossipml.config import ExperimentConfig
@@ -76,6 +78,9 @@ def test_same_host_peers_move_big_models_through_shared_memory(loopback_peers, r
     def peer_main(i: int):
         with Peer(models[i], cfg, id=i, peers=addresses) as peer:
             peer.wait_for_neighbors(10.0)
+            deadline = time.monotonic() + 10.0  # same host: the probe handshake confirms it
+            while 1 - i not in peer.transport.shm_dests and time.monotonic() < deadline:
+                time.sleep(0.02)
             results = [peer.step() for _ in range(12)]
         return results, peer.transport.shm_offloaded, dict(peer.rejected)  # after the flush
 
