@@ -179,14 +179,7 @@ def _peer_layout(args: argparse.Namespace) -> tuple[int, dict[int, str], str | N
 
 
 def _cmd_peer(args: argparse.Namespace) -> int:
-    import torch
-    import zmq
-
     from gossipml.config import ConfigError, load_experiment
-    from gossipml.peer import Peer
-    from gossipml.launch.local import task_aggregation_context
-    from gossipml.comm.security import curve_for
-    from gossipml.tasks import build_task
 
     cfg = load_experiment(args.experiment)
     if cfg.run.mode == "threads":
@@ -202,23 +195,9 @@ def _cmd_peer(args: argparse.Namespace) -> int:
 
         run_peer_process(cfg, peer_id, peers, events_path=events, bind=bind, device=device)
         return 0
-    torch.set_num_threads(cfg.run.torch_threads)
-    task_cfg = cfg.task if device is None else _with_device(cfg.task, device)
-    torch.manual_seed(cfg.run.seed + peer_id)
-    task = build_task(task_cfg, cfg.data, peer_id, len(peers), cfg.run.seed)
-    context = zmq.Context()
-    curve = curve_for(cfg, peer_id, context)  # the ZAP handler runs before the ROUTER binds
-    try:
-        with Peer(task.model, cfg, id=peer_id, peers=peers, bind=bind,
-                  num_samples=task.num_samples, events_path=events, context=context, curve=curve,
-                  aggregation_context=task_aggregation_context(
-                      task, cfg, n_peers=len(peers))) as peer:
-            peer.run(task)
-    finally:
-        if curve is not None:
-            curve.stop()
-        context.term()
-    return 0
+    from gossipml.launch.local import run_peer
+
+    return run_peer(cfg, peer_id, peers, events=events, bind=bind, device=device)
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
@@ -266,12 +245,6 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     if args.allow:
         print(f"allow-list: {folder / ALLOWED_DIR}")
     return 0
-
-
-def _with_device(task_cfg: Any, device: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(task_cfg, device=device)
 
 
 if __name__ == "__main__":  # pragma: no cover
