@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.verb == "run":
-            return _cmd_run(args)
+            code = _cmd_run(args)
+            if argv is None:  # this process is the command: skip the seconds of teardown
+                _exit_now(code)
+            return code
         if args.verb == "peer":
             return _cmd_peer(args)
         if args.verb == "launch":
@@ -76,6 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gossipml {args.verb}: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _exit_now(code: int) -> None:
+    """Flush and leave without the interpreter's teardown: once a run is written and reported,
+    finalizing torch, torch._dynamo and scikit-learn only costs seconds (issue #17)."""
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
