@@ -86,11 +86,15 @@ class ForkedPeer:
         return self.poll()
 
     def kill(self) -> None:
-        """SIGKILL the child's whole session (it leads its own)."""
+        """SIGKILL the child's whole session (it leads its own), or the child itself when it has
+        not yet called ``setsid``."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # already gone
+                pass
 
 
 def fork_peer(cfg: ExperimentConfig, peer_id: int, main: Callable[[], int], *,

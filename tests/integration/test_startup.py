@@ -55,3 +55,12 @@ def test_a_forked_peer_is_killed_with_its_session(tmp_path: Path):
 def test_an_unknown_start_method_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match="start_method must be one of .*fork.*spawn"):
         ExperimentConfig().replace(run={"start_method": "forkserver"})
+
+
+def test_the_run_verb_takes_a_start_method_and_refuses_others(capsys):
+    from gossipml.cli import build_parser
+
+    assert build_parser().parse_args(["run", "--start-method", "spawn"]).start_method == "spawn"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--start-method", "forkserver"])
+    assert "invalid choice: 'forkserver'" in capsys.readouterr().err
