@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peers", type=int, help="override [run] n_peers")
     run.add_argument("--rounds", type=int, help="override [peer] rounds")
     run.add_argument("--quiet", action="store_true", help="no live progress")
+    run.add_argument("--start-method", choices=("fork", "spawn"),
+                     help="override [run] start_method: fork peers from this pre-imported "
+                     "process (default) or spawn a fresh interpreter per peer")
     run.add_argument("--kill", action="append", default=[], metavar="ID@SECONDS",
                      help="failure drill: SIGKILL peer ID that many seconds after the start")
 
@@ -101,6 +104,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(run={"n_peers": args.peers})
     if args.rounds is not None:
         cfg = cfg.replace(peer={"rounds": args.rounds})
+    if args.start_method is not None:
+        cfg = cfg.replace(run={"start_method": args.start_method})
     out = Path(args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     console = _console()
     console.print(f"[bold]gossipml run[/bold] {cfg.name}: {cfg.run.n_peers} peers, "

@@ -2,10 +2,10 @@
 
     python scripts/bench_startup.py [--smoke] [--json] [--peers 8,32] [--rounds N] [--reps K]
 
-Each run is ``python -m gossipml run EXP.toml --quiet`` in a subprocess, exactly as a user starts
-it (the default experiment: digits, ring, sync), with ``[run] start_method`` set to ``spawn`` (the
-previous way: one fresh interpreter per peer, the baseline) or ``fork`` (peers forked from the
-runner after it imported torch and loaded the dataset). The two methods alternate within each
+Each run is ``python -m gossipml run --peers N --rounds R --start-method M --quiet`` in a
+subprocess, exactly as a user starts it (the shipped default experiment: digits, mlp, ring, sync
+pacing), with ``M`` = ``spawn`` (the previous way: one fresh interpreter per peer, the baseline)
+or ``fork`` (peers forked from the runner after it imported torch and loaded the dataset). The two methods alternate within each
 repetition (the order flips every repetition) so both see the same load on a shared machine.
 
 While a run goes, this script tails every peer's event file every 20 ms and reads the PSS of
@@ -96,16 +96,14 @@ class Watcher:
 def run_once(method: str, n: int, rounds: int, tmp: Path) -> dict[str, Any]:
     """One ``gossipml run`` with ``start_method = method``: its timings, PSS and accuracy."""
     out = tmp / f"{method}-{n}-{time.monotonic_ns()}"
-    exp = tmp / f"{method}-{n}.toml"
-    exp.write_text(f'name = "bench-startup"\n[run]\nn_peers = {n}\nstart_method = "{method}"\n'
-                   f"deadline_s = 600\n[peer]\nrounds = {rounds}\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     watcher = Watcher(out, n)
     pss: dict[int, float] = {}
     runner_pss = 0.0
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "gossipml", "run", str(exp), "--quiet",
+    proc = subprocess.Popen([sys.executable, "-m", "gossipml", "run", "--peers", str(n),
+                             "--rounds", str(rounds), "--start-method", method, "--quiet",
                              "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     next_pss = 0.0
@@ -153,10 +151,10 @@ def run_bench(peers: list[int], rounds: int, reps: int) -> dict[str, Any]:
     for n in peers:
         med = {m: _median_row([r for r in runs if r["n_peers"] == n and r["method"] == m])
                for m in METHODS}
-        sizes.append({"n_peers": n, **{m: med[m] for m in METHODS},
-                      "round0_speedup": round(med["spawn"]["round0_s"] / med["fork"]["round0_s"], 3),
-                      "pss_ratio": round(med["fork"]["pss_mib_per_peer"]
-                                         / med["spawn"]["pss_mib_per_peer"], 3)})
+        spawn, fork = med["spawn"], med["fork"]
+        sizes.append({"n_peers": n, **med,
+                      "round0_speedup": round(spawn["round0_s"] / fork["round0_s"], 3),
+                      "pss_ratio": round(fork["pss_mib_per_peer"] / spawn["pss_mib_per_peer"], 3)})
     return {"rounds": rounds, "reps": reps, "date": time.strftime("%Y-%m-%d"),
             "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
             "runs": runs, "sizes": sizes}

@@ -3,9 +3,10 @@
 One process per peer over tcp loopback (free ports found by binding port 0), each running
 :func:`run_peer`: forked from this runner once it has imported torch and loaded the dataset
 (``[run] start_method = "fork"``, the default: see :mod:`gossipml.launch.zygote`), or a fresh
-``gossipml peer`` interpreter per peer (``"spawn"``, the previous way). The runner watches their event streams for live progress, enforces an overall
-deadline (every child is killed past it), and writes the run folder: resolved config, peer file,
-per-peer events and logs, ``summary.json`` and ``accuracy.png``.
+``gossipml peer`` interpreter per peer (``"spawn"``, the previous way). The runner watches their
+event streams for live progress, wakes as soon as a child exits, enforces an overall deadline
+(every child is killed past it), and writes the run folder: resolved config, peer file, per-peer
+events and logs, ``summary.json`` and ``accuracy.png``.
 """
 
 from __future__ import annotations
