@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peers", type=int, help="override [run] n_peers")
     run.add_argument("--rounds", type=int, help="override [peer] rounds")
     run.add_argument("--quiet", action="store_true", help="no live progress")
+    run.add_argument("--start-method", choices=("fork", "spawn"),
+                     help="override [run] start_method: fork peers from this pre-imported "
+                     "process (default) or spawn a fresh interpreter per peer")
     run.add_argument("--kill", action="append", default=[], metavar="ID@SECONDS",
                      help="failure drill: SIGKILL peer ID that many seconds after the start")
 
@@ -73,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.verb == "run":
-            return _cmd_run(args)
+            code = _cmd_run(args)
+            if argv is None:  # this process is the command: skip the seconds of teardown
+                _exit_now(code)
+            return code
         if args.verb == "peer":
             return _cmd_peer(args)
         if args.verb == "launch":
@@ -93,6 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _exit_now(code: int) -> None:
+    """Flush and leave without the interpreter's teardown: once a run is written and reported,
+    finalizing torch, torch._dynamo and scikit-learn only costs seconds (issue #17)."""
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from gossipml.config import load_experiment
     from gossipml.launch.local import run_in_process, run_local
@@ -102,6 +119,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(run={"n_peers": args.peers})
     if args.rounds is not None:
         cfg = cfg.replace(peer={"rounds": args.rounds})
+    if args.start_method is not None:
+        cfg = cfg.replace(run={"start_method": args.start_method})
     out = Path(args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     console = _console()
     console.print(f"[bold]gossipml run[/bold] {cfg.name}: {cfg.run.n_peers} peers, "
@@ -213,14 +232,7 @@ def _events_path(args: argparse.Namespace, peer_id: int, n_peers: int) -> str:
 
 
 def _cmd_peer(args: argparse.Namespace) -> int:
-    import torch
-    import zmq
-
     from gossipml.config import ConfigError, load_experiment
-    from gossipml.peer import Peer
-    from gossipml.launch.local import task_aggregation_context
-    from gossipml.comm.security import curve_for
-    from gossipml.tasks import build_task
 
     cfg = load_experiment(args.experiment)
     if cfg.run.mode == "threads":
@@ -236,23 +248,9 @@ def _cmd_peer(args: argparse.Namespace) -> int:
 
         run_peer_process(cfg, peer_id, peers, events_path=events, bind=bind, device=device)
         return 0
-    torch.set_num_threads(cfg.run.torch_threads)
-    task_cfg = cfg.task if device is None else _with_device(cfg.task, device)
-    torch.manual_seed(cfg.run.seed + peer_id)
-    task = build_task(task_cfg, cfg.data, peer_id, len(peers), cfg.run.seed)
-    context = zmq.Context()
-    curve = curve_for(cfg, peer_id, context)  # the ZAP handler runs before the ROUTER binds
-    try:
-        with Peer(task.model, cfg, id=peer_id, peers=peers, bind=bind,
-                  num_samples=task.num_samples, events_path=events, context=context, curve=curve,
-                  aggregation_context=task_aggregation_context(
-                      task, cfg, n_peers=len(peers))) as peer:
-            peer.run(task)
-    finally:
-        if curve is not None:
-            curve.stop()
-        context.term()
-    return 0
+    from gossipml.launch.local import run_peer
+
+    return run_peer(cfg, peer_id, peers, events=events, bind=bind, device=device)
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
@@ -325,12 +323,6 @@ def _cmd_new(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"next: gossipml run {Path(args.name) / 'experiment.toml'}")
     return 0
-
-
-def _with_device(task_cfg: Any, device: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(task_cfg, device=device)
 
 
 if __name__ == "__main__":  # pragma: no cover

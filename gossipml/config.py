@@ -38,6 +38,7 @@ __all__ = [
     "TransportConfig",
     "RunConfig",
     "RUN_MODES",
+    "START_METHODS",
     "ExperimentConfig",
     "load_experiment",
     "default_experiment_path",
@@ -48,6 +49,7 @@ __all__ = [
 #: processes: one process per peer (tcp loopback); threads: peers sharing one process (inproc://);
 #: feature_split: a linear model split by feature columns, partial products exchanged per step.
 RUN_MODES = ("processes", "threads", "feature_split")
+START_METHODS = ("fork", "spawn")  # processes mode: fork a pre-imported runner, or exec each
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class RunConfig:
     seed: int = 0
     torch_threads: int = 1
     mode: str = "processes"  # see RUN_MODES
+    start_method: str = "fork"  # processes mode: see START_METHODS and launch/zygote.py
 
     def __post_init__(self) -> None:
         if self.n_peers < 1:
@@ -67,6 +70,10 @@ class RunConfig:
             raise ConfigError("deadline_s must be > 0")
         if self.mode not in RUN_MODES:
             raise ConfigError(f"mode must be one of {list(RUN_MODES)}, got {self.mode!r}")
+        if self.start_method not in START_METHODS:
+            raise ConfigError(f"start_method must be one of {list(START_METHODS)} (fork: peers "
+                              f"forked from the pre-imported runner; spawn: one fresh interpreter "
+                              f"per peer), got {self.start_method!r}")
 
 
 _PARTS: dict[str, type] = {

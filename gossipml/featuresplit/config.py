@@ -51,7 +51,9 @@ _NO_AGG = ("feature split aggregates nothing: each peer owns its block of the we
 #: table -> key -> rule. Kept in step with the table in :func:`check_feature_split`'s docstring.
 RULES: dict[str, dict[str, KeyRule]] = {
     "run": {"n_peers": HONOURED, "deadline_s": HONOURED, "seed": HONOURED,
-            "torch_threads": HONOURED, "mode": HONOURED},
+            "torch_threads": HONOURED, "mode": HONOURED,
+            "start_method": _default(why="it picks how gossipml run starts gossip peer "
+                                     "processes; feature split runs its peers as threads there")},
     "data": {"dataset": HONOURED, "path": HONOURED, "dataset_args": HONOURED,
              "synthetic_features": HONOURED,
              "synthetic_classes": HONOURED, "synthetic_noise": HONOURED,
@@ -163,7 +165,7 @@ def check_feature_split(cfg: Any) -> None:
     ============ ======================================================= =========================
     table        honoured (each changes what runs)                       refused unless
     ============ ======================================================= =========================
-    [run]        n_peers (gossipml run; gossipml peer: the peer layout),  -
+    [run]        n_peers (gossipml run; gossipml peer: the peer layout),  start_method: default
                  deadline_s (gossipml run), seed (SGD batches),
                  torch_threads, mode
     [data]       dataset, path, dataset_args, synthetic_*,               partition, alpha,

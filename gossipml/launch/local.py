@@ -1,22 +1,26 @@
 """``gossipml run``: start every peer of an experiment on this machine and report.
 
 One process per peer over tcp loopback (free ports found by binding port 0), each running
-``gossipml peer``. The runner watches their event streams for live progress, enforces an overall
-deadline (every child is killed past it), and writes the run folder: resolved config, peer file,
-per-peer events and logs, ``summary.json`` and ``accuracy.png``.
+:func:`run_peer`: forked from this runner once it has imported torch and loaded the dataset
+(``[run] start_method = "fork"``, the default: see :mod:`gossipml.launch.zygote`), or a fresh
+``gossipml peer`` interpreter per peer (``"spawn"``, the previous way). The runner watches their
+event streams for live progress, wakes as soon as a child exits, enforces an overall deadline
+(every child is killed past it), and writes the run folder: resolved config, peer file, per-peer
+events and logs, ``summary.json`` and ``accuracy.png``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from gossipml.comm.addresses import free_ports
 from gossipml.config import ExperimentConfig
@@ -25,7 +29,7 @@ from gossipml.launch.peersfile import PeerEntry, write_peers
 from gossipml.launch.results import events_path, plot_accuracy, summarize, write_summary
 
 __all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "feature_split_run",
-           "child_env", "task_aggregation_context", "failure_reasons"]
+           "child_env", "task_aggregation_context", "failure_reasons", "run_peer"]
 
 
 @dataclass
@@ -52,9 +56,18 @@ def child_env(torch_threads: int) -> dict[str, str]:
     return env
 
 
-def _start_children(cfg: ExperimentConfig, out: Path, n: int) -> dict[int, subprocess.Popen]:
+def _start_children(cfg: ExperimentConfig, out: Path, n: int,
+                    peers: Mapping[int, str]) -> dict[int, Any]:
+    """One process per peer, by ``[run] start_method``: each a :class:`subprocess.Popen` or a
+    :class:`~gossipml.launch.zygote.ForkedPeer` (both have pid, poll, wait, kill)."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    procs = {}
+    if cfg.run.start_method == "fork":
+        from gossipml.launch.zygote import fork_peer, preload
+
+        dataset = preload(cfg)
+        return {i: fork_peer(cfg, i, _peer_main(cfg, i, peers, out, dataset),
+                             log_path=out / "logs" / f"peer-{i}.log") for i in range(n)}
+    procs: dict[int, Any] = {}
     for i in range(n):
         cmd = [sys.executable, "-m", "gossipml", "peer", "--peers", str(out / "peers.toml"),
                "--id", str(i), "--events", str(events_path(out, i)), str(out / "config.json")]
@@ -65,7 +78,29 @@ def _start_children(cfg: ExperimentConfig, out: Path, n: int) -> dict[int, subpr
     return procs
 
 
-def _kill_all(procs: dict[int, subprocess.Popen]) -> None:
+def _peer_main(cfg: ExperimentConfig, i: int, peers: Mapping[int, str], out: Path,
+               dataset: Any) -> Callable[[], int]:
+    return lambda: run_peer(cfg, i, peers, events=str(events_path(out, i)), dataset=dataset)
+
+
+def _wait_for_exit(procs: dict[int, Any], timeout_s: float) -> None:
+    """Sleep until a child ends or ``timeout_s`` passes (a child's end wakes it at once)."""
+    fds = []
+    try:
+        for p in procs.values():
+            if p.poll() is None:
+                try:
+                    fds.append(os.pidfd_open(p.pid))
+                except OSError:  # ended between poll and open
+                    return
+        if fds:
+            select.select(fds, [], [], timeout_s)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _kill_all(procs: dict[int, Any]) -> None:
     for p in procs.values():
         if p.poll() is None:
             try:
@@ -106,22 +141,26 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     n = cfg.run.n_peers
     out.mkdir(parents=True, exist_ok=True)
     ports = free_ports(n)
-    write_peers(out / "peers.toml",
-                [PeerEntry(i, f"tcp://127.0.0.1:{p}") for i, p in enumerate(ports)])
+    peers = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+    write_peers(out / "peers.toml", [PeerEntry(i, a) for i, a in peers.items()])
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     t0 = time.monotonic()
-    procs = _start_children(cfg, out, n)
+    procs = _start_children(cfg, out, n, peers)
     killed: set[int] = set()
     last_progress = 0.0
     started_s: float | None = None
+    extra: dict[str, Any] | None = None
     tails = [EventTail(events_path(out, i)) for i in range(n)]
     try:
         while any(p.poll() is None for p in procs.values()):
             elapsed = time.monotonic() - t0
             if elapsed > cfg.run.deadline_s:
                 break
-            if kill_after_s and started_s is None and _all_started(tails):
+            if started_s is None and _all_started(tails):
                 started_s = elapsed
+            if started_s is not None and extra is None:  # while peers train, not after
+                extra = _extra(cfg, out)
+                _warm_plotting()
             for pid, after in (kill_after_s or {}).items():
                 if (started_s is not None and elapsed - started_s >= after and pid not in killed
                         and procs[pid].poll() is None):
@@ -130,15 +169,15 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
             if on_progress is not None and elapsed - last_progress >= progress_interval_s:
                 last_progress = elapsed
                 on_progress(progress_rows(tails), elapsed)
-            time.sleep(0.1)
+            _wait_for_exit(procs, 0.1)
     finally:
         _kill_all(procs)
     wall_s = time.monotonic() - t0
     codes = {i: p.returncode for i, p in procs.items()}
     failed = [i for i, c in codes.items() if c != 0]
-    summary = summarize(out, n, wall_s=wall_s, failed=failed,
-                        extra={**_extra(cfg, out, wall_s),
-                               "errors": failure_reasons(out, failed, codes)})
+    extra = {**(extra or _extra(cfg, out)), "deadline_hit": wall_s > cfg.run.deadline_s,
+             "start_method": cfg.run.start_method, "errors": failure_reasons(out, failed, codes)}
+    summary = summarize(out, n, wall_s=wall_s, failed=failed, extra=extra)
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers, {cfg.topology.kind}")
     return RunResult(out, summary, codes)
@@ -161,6 +200,39 @@ def failure_reasons(out: Path, failed: list[int],
                                                                    or "Exception" in line)]
         reasons[str(i)] = errors[-1][:500] if errors else f"exit code {codes.get(i)}"
     return reasons
+
+
+def run_peer(cfg: ExperimentConfig, peer_id: int, peers: Mapping[int, str], *, events: str,
+             bind: str | None = None, device: str | None = None, dataset: Any = None) -> int:
+    """Build peer ``peer_id``'s task and run it to the end (what ``gossipml peer`` does for
+    ``[run] mode = "processes"``); ``dataset`` is the already loaded dataset, if any."""
+    import dataclasses
+
+    import torch
+    import zmq
+
+    from gossipml.comm.security import curve_for
+    from gossipml.launch.local import task_aggregation_context
+    from gossipml.peer import Peer
+    from gossipml.tasks import build_task
+
+    torch.set_num_threads(cfg.run.torch_threads)
+    task_cfg = cfg.task if device is None else dataclasses.replace(cfg.task, device=device)
+    torch.manual_seed(cfg.run.seed + peer_id)
+    task = build_task(task_cfg, cfg.data, peer_id, len(peers), cfg.run.seed, dataset=dataset)
+    context = zmq.Context()
+    curve = curve_for(cfg, peer_id, context)  # the ZAP handler runs before the ROUTER binds
+    try:
+        with Peer(task.model, cfg, id=peer_id, peers=peers, bind=bind,
+                  num_samples=task.num_samples, events_path=events, context=context, curve=curve,
+                  aggregation_context=task_aggregation_context(
+                      task, cfg, dataset, n_peers=len(peers))) as peer:
+            peer.run(task)
+    finally:
+        if curve is not None:
+            curve.stop()
+        context.term()
+    return 0
 
 
 def task_aggregation_context(task: Any, cfg: ExperimentConfig | None = None,
@@ -293,7 +365,15 @@ def feature_split_run(cfg: ExperimentConfig, out: Path) -> RunResult:
     return RunResult(out, summary, {i: int(i in failed) for i in range(cfg.run.n_peers)})
 
 
-def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:
+def _warm_plotting() -> None:
+    """Import matplotlib while the peers train, so the plot after the last round is quick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def _extra(cfg: ExperimentConfig, out: Path, wall_s: float | None = None) -> dict[str, Any]:
     from gossipml.policies.topology import build_topology
 
     gap = None
@@ -301,7 +381,7 @@ def _extra(cfg: ExperimentConfig, out: Path, wall_s: float) -> dict[str, Any]:
         gap = build_topology(cfg.topology, cfg.run.n_peers).spectral_gap()
     return {"experiment": cfg.name, "topology": cfg.topology.kind,
             "spectral_gap": None if gap is None else round(float(gap), 6),
-            "deadline_hit": wall_s > cfg.run.deadline_s, "out_dir": str(out),
+            "deadline_hit": wall_s is not None and wall_s > cfg.run.deadline_s, "out_dir": str(out),
             "label_histograms": label_histograms_of(cfg)}
 
 

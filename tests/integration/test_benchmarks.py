@@ -135,10 +135,28 @@ def check_pacing(report: dict[str, Any]) -> None:
     assert _finite(report["overlap"]["overlap_ratio"], "overlap_ratio") > 0
 
 
+def check_startup(report: dict[str, Any]) -> None:
+    methods = _constant("bench_startup.py", "METHODS")
+    sizes = _constant("bench_startup.py", "PRESETS")["smoke"]["peers"]
+    assert sorted((r["n_peers"], r["method"]) for r in report["runs"]) == sorted(
+        (n, m) for n in sizes for m in methods)
+    for r in report["runs"]:
+        where = f"{r['method']}/{r['n_peers']}"
+        for key in ("round0_s", "wall_s", "pss_mib_per_peer", "runner_pss_mib"):
+            assert _finite(r[key], f"{where}.{key}") > 0
+        assert 0 <= _finite(r["last_round_to_exit_s"], f"{where}.last_round_to_exit_s") \
+            <= r["wall_s"] and r["round0_s"] <= r["wall_s"]
+        _accuracy(r, "mean_accuracy", where)
+    assert [s["n_peers"] for s in report["sizes"]] == sizes
+    for s in report["sizes"]:
+        assert _finite(s["round0_speedup"], "round0_speedup") > 0
+        assert _finite(s["pss_ratio"], "pss_ratio") > 0
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "bench_wire": check_wire, "bench_codecs": check_codecs,
     "bench_convergence": check_convergence, "bench_aggregation": check_aggregation,
-    "bench_pacing": check_pacing,
+    "bench_pacing": check_pacing, "bench_startup": check_startup,
 }
 
 

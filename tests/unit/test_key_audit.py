@@ -165,6 +165,8 @@ AUDIT: dict[str, str] = {
     "run.n_peers": _RUN + "test_n_peers_is_how_many_peers_run",
     "run.deadline_s": _RUN + "test_deadline_s_stops_a_run_that_overruns",
     "run.seed": _RUN + "test_seed_changes_the_run",
+    "run.start_method": "tests/integration/test_startup.py::"
+                        "test_fork_and_spawn_run_the_same_experiment_to_the_same_accuracy",
     "run.torch_threads": _RUN + "test_torch_threads_is_the_runs_torch_threads",
     "run.mode": _RUN + "test_mode_threads_runs_every_peer_in_this_process",
     "emulation.delay_s": _EMU + "test_delay_s_delays_every_message",
