@@ -7,6 +7,8 @@ bounded."""
 
 from __future__ import annotations
 
+import pytest
+
 import threading
 import time
 from typing import Any, Callable
@@ -168,7 +170,7 @@ def test_a_forged_sequence_number_does_not_silence_the_real_sender(loopback_peer
     cfg = _config({"mode": "sync"}, {"content": "delta", "spec": "topk:0.1"})
     clean = _run(cfg, loopback_peers(2), run_threads)
     attacked = _run(cfg, loopback_peers(2), run_threads,
-                    lambda m: [_forged_delta(m, 10**9), _forged_delta(m, -10**6)])
+                    lambda m: [_forged_delta(m, 10**9), _forged_delta(m, 2**40)])
     _check(attacked, clean, "bad_seq")
     assert "delta_gap" not in attacked["rejected"], attacked["rejected"]
 
@@ -191,9 +193,10 @@ _peer.Peer._tick = _buggy_tick
 '''
 
 
-def _fault_config(mode: str) -> ExperimentConfig:
+def _fault_config(mode: str, start_method: str = "fork") -> ExperimentConfig:
     return ExperimentConfig.from_dict({
-        "run": {"n_peers": 3, "mode": mode, "deadline_s": 120}, "data": {"dataset": "digits"},
+        "run": {"n_peers": 3, "mode": mode, "deadline_s": 120, "start_method": start_method},
+        "data": {"dataset": "digits"},
         "task": {"model": "logreg", "lr": 0.1},
         "pacing": {"mode": "sync", "timeout_s": 2.0, "dead_after_s": 3.0, "interval_steps": 5},
         "transport": {"shm": False}, "peer": {"rounds": 40, "eval_every_rounds": 20}})
@@ -219,16 +222,22 @@ def test_a_dead_communication_thread_fails_its_peer_in_threads_mode(tmp_path, mo
     assert not result.ok
 
 
-def test_a_dead_communication_thread_fails_its_peer_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_dead_communication_thread_fails_its_peer_process(tmp_path, monkeypatch, start_method):
     import os
 
     from gossipml.launch.local import run_local
+    from gossipml.peer.peer import Peer as PeerClass
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(BUGGY_TICK)  # loaded by every child python at start
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(hook), os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    result = run_local(_fault_config("processes"), tmp_path / "run")
+    if start_method == "fork":  # the children are forked from this process: patch it here
+        monkeypatch.setattr(PeerClass, "_tick", PeerClass._tick)
+        exec(compile(BUGGY_TICK, "buggy_tick", "exec"), {})
+    else:  # fresh interpreters: a sitecustomize every child python loads at start
+        hook = tmp_path / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(BUGGY_TICK)
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+            [str(hook), os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    result = run_local(_fault_config("processes", start_method), tmp_path / "run")
     _check_failed_peer_named(result.summary)
     assert result.returncodes[1] not in (0, None) and result.returncodes[0] == 0
