@@ -14,8 +14,10 @@ from gossipml.launch.zygote import fork_peer
 
 
 def _cfg(method: str) -> ExperimentConfig:
+    # synchronous rounds: the run is deterministic, so both methods must land on one accuracy
     return ExperimentConfig().replace(run={"n_peers": 3, "start_method": method},
-                                      peer={"rounds": 3})
+                                      pacing={"mode": "sync", "timeout_s": 20.0},
+                                      peer={"rounds": 5})
 
 
 def test_fork_and_spawn_run_the_same_experiment_to_the_same_accuracy(tmp_path: Path):
