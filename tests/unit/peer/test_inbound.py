@@ -22,21 +22,13 @@ from gossipml.peer.stream import Inbound, Outbox
 from gossipml.wire import Message, pack, unpack
 
 
-def linear(fill: float) -> torch.nn.Linear:
-    """A 3 -> 2 linear model whose every weight and bias is ``fill``."""
-    model = torch.nn.Linear(3, 2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(fill)
-    return model
-
 
 class Side:
     """Peer 0's inbound side (neighbours 1 and 2, pulls only from 1) and two real senders."""
 
-    def __init__(self) -> None:
+    def __init__(self, linear_model) -> None:
         self.net = MemoryNetwork()
-        self.model = linear(0.0)
+        self.model = linear_model(0.0)
         self.events = EventLog(None, 0)
         self.rejections = Rejections(0, self.events)
         self.mailbox = Mailbox()
@@ -74,8 +66,8 @@ class Side:
 
 
 @pytest.fixture
-def side() -> Side:
-    return Side()
+def side(linear_model) -> Side:
+    return Side(linear_model)
 
 
 def test_every_kind_is_routed_to_its_handler(side):
@@ -176,11 +168,11 @@ def test_a_handler_table_entry_that_raises_anything_is_contained(side):
     assert side.mailbox.at_round(1, 3) is not None
 
 
-def test_a_swarm_peer_routes_views_to_its_link_and_admits_members_only():
+def test_a_swarm_peer_routes_views_to_its_link_and_admits_members_only(linear_model):
     from gossipml.peer.swarm import SwarmLink, SwarmTopology
     from gossipml.policies.membership import MembershipConfig
 
-    side = Side()
+    side = Side(linear_model)
     swarm = SwarmTopology(MembershipConfig(enabled=True), 0, "tcp://127.0.0.1:9", seed=1)
     port = side.outbound.port
     link = SwarmLink(swarm, port, 0, "tcp://127.0.0.1:9", {}, side.rejections)

@@ -1,4 +1,5 @@
-"""Peers on an in-memory network: real parts, real torch tensors, no sockets."""
+"""Unit-test fixtures: peers on an in-memory network (real parts, real torch tensors, no
+sockets), shared by the peer tests and the key audit."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from gossipml.config import ExperimentConfig
 from gossipml.peer.peer import Peer
 
 
-def linear(fill: float) -> torch.nn.Linear:
-    """A 3 -> 2 linear model whose every weight and bias is ``fill``."""
+def _linear(fill: float) -> torch.nn.Linear:
     model = torch.nn.Linear(3, 2)
     with torch.no_grad():
         for p in model.parameters():
@@ -22,9 +22,15 @@ def linear(fill: float) -> torch.nn.Linear:
 
 
 @pytest.fixture
+def linear_model() -> Callable[[float], torch.nn.Linear]:
+    """``linear_model(fill)``: a 3 -> 2 linear model whose every weight and bias is ``fill``."""
+    return _linear
+
+
+@pytest.fixture
 def memory_peers() -> Iterator[Callable[..., list[Peer]]]:
-    """``make(fills, config_dict)``: one started Peer per fill on one MemoryNetwork; all closed
-    afterwards."""
+    """``make(fills, config_dict)``: one started Peer (a 3 -> 2 linear model filled with its
+    fill) per fill on one MemoryNetwork; all closed afterwards."""
     made: list[Peer] = []
 
     def make(fills: list[float], config: dict[str, Any], *,
@@ -32,7 +38,7 @@ def memory_peers() -> Iterator[Callable[..., list[Peer]]]:
         net = network or MemoryNetwork()
         cfg = ExperimentConfig.from_dict(config)
         addresses = {i: f"memory://{i}" for i in range(len(fills))}
-        peers = [Peer(linear(f), cfg, id=i, peers=addresses, transport_factory=net.transport)
+        peers = [Peer(_linear(f), cfg, id=i, peers=addresses, transport_factory=net.transport)
                  for i, f in enumerate(fills)]
         made.extend(peers)
         return [p.start() for p in peers]
