@@ -1,13 +1,18 @@
 """Shared fixtures: one torch thread, a zmq context that is always torn down, free loopback
-addresses, and running peers on threads with a bound on time."""
+addresses, running peers on threads with a bound on time, and peers on an in-memory network
+(real parts, real torch tensors, no sockets)."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
+
+from gossipml.comm.memory import MemoryNetwork
+from gossipml.config import ExperimentConfig
+from gossipml.peer.peer import Peer
 
 torch.set_num_threads(1)
 
@@ -63,3 +68,38 @@ def run_threads() -> RunThreads:
     """``run_threads(fns, timeout_s)``: each function on its own thread; their results; fails if
     one overruns or raises."""
     return _run_threads
+
+
+def _linear(fill: float) -> torch.nn.Linear:
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(fill)
+    return model
+
+
+@pytest.fixture
+def linear_model() -> Callable[[float], torch.nn.Linear]:
+    """``linear_model(fill)``: a 3 -> 2 linear model whose every weight and bias is ``fill``."""
+    return _linear
+
+
+@pytest.fixture
+def memory_peers() -> Iterator[Callable[..., list[Peer]]]:
+    """``make(fills, config_dict)``: one started Peer (a 3 -> 2 linear model filled with its
+    fill) per fill on one MemoryNetwork; all closed afterwards."""
+    made: list[Peer] = []
+
+    def make(fills: list[float], config: dict[str, Any], *,
+             network: MemoryNetwork | None = None) -> list[Peer]:
+        net = network or MemoryNetwork()
+        cfg = ExperimentConfig.from_dict(config)
+        addresses = {i: f"memory://{i}" for i in range(len(fills))}
+        peers = [Peer(_linear(f), cfg, id=i, peers=addresses, transport_factory=net.transport)
+                 for i, f in enumerate(fills)]
+        made.extend(peers)
+        return [p.start() for p in peers]
+
+    yield make
+    for peer in made:
+        peer.close()

@@ -4,7 +4,7 @@ report their own accuracy, L-BFGS forgets its curvature after a merge; real peer
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -15,36 +15,20 @@ from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.peer import Peer
 
 
-def _linear(fill: float) -> torch.nn.Linear:
-    model = torch.nn.Linear(3, 2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(fill)
-    return model
-
 
 @pytest.fixture
-def star_peers(tmp_path: Path) -> Iterator[Any]:
+def star_peers(tmp_path: Path, memory_peers) -> Any:
     """``make(fills, aggregation)``: a star (centre 0) of in-memory peers, one per fill, with
-    ``[topology] weights = "metropolis"``; all closed afterwards."""
-    made: list[Peer] = []
+    ``[topology] weights = "metropolis"`` (``memory_peers`` closes them afterwards)."""
     edges = tmp_path / "star.txt"
 
     def make(fills: list[float], aggregation: dict[str, Any]) -> list[Peer]:
         edges.write_text("".join(f"0 {j}\n" for j in range(1, len(fills))))
-        cfg = ExperimentConfig.from_dict({
+        return memory_peers(fills, {
             "topology": {"kind": "edges", "path": str(edges), "weights": "metropolis"},
             "pacing": {"mode": "sync", "timeout_s": 2.0}, "aggregation": aggregation})
-        net = MemoryNetwork()
-        addresses = {i: f"memory://{i}" for i in range(len(fills))}
-        peers = [Peer(_linear(f), cfg, id=i, peers=addresses, transport_factory=net.transport)
-                 for i, f in enumerate(fills)]
-        made.extend(peers)
-        return [p.start() for p in peers]
 
-    yield make
-    for peer in made:
-        peer.close()
+    return make
 
 
 def _is_filled(peer: Peer, value: float) -> bool:
