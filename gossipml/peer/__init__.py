@@ -7,7 +7,7 @@ imports neither torch nor zmq.
 
 from __future__ import annotations
 
-__all__ = ["Peer", "exchanged_state"]
+__all__ = ["Peer", "exchanged_state", "GossipOptimizer"]
 
 
 def __getattr__(name: str):
@@ -19,4 +19,8 @@ def __getattr__(name: str):
         from gossipml.peer.exchanged import exchanged_state
 
         return exchanged_state
+    if name == "GossipOptimizer":
+        from gossipml.peer.optim import GossipOptimizer
+
+        return GossipOptimizer
     raise AttributeError(f"module 'gossipml.peer' has no attribute {name!r}")

@@ -16,3 +16,11 @@ def test_embed_two_peers_example_learns_digits():
     assert proc.returncode == 0, proc.stderr[-2000:]
     accs = [float(a) for a in re.findall(r"test accuracy ([0-9.]+)", proc.stdout)]
     assert len(accs) == 2 and min(accs) > 0.9, proc.stdout
+
+
+def test_gossip_optimizer_example_learns_digits_with_one_changed_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "gossip_optimizer.py")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    accs = [float(a) for a in re.findall(r"test accuracy ([0-9.]+)", proc.stdout)]
+    assert len(accs) == 2 and min(accs) > 0.8, proc.stdout
