@@ -1,10 +1,13 @@
 """Fixtures of the multi-peer runs: the checkpointing peer pair that the resume and the
-learning-rate tests both stop and restart."""
+learning-rate tests both stop and restart, and this process's resident memory for the attack
+tests' bounds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
+
+import os
 
 import pytest
 import torch
@@ -63,3 +66,14 @@ def run_pair(loopback_peers, run_threads) -> Callable[[ExperimentConfig, Path], 
         return run_threads([lambda: peer_main(0), lambda: peer_main(1)], 120)
 
     return run
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture
+def rss_bytes() -> Callable[[], int]:
+    """``rss_bytes()``: this process's resident set size now, in bytes (Linux /proc)."""
+    return _rss_bytes

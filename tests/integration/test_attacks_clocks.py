@@ -38,16 +38,9 @@ def _config(pacing: dict[str, Any], codec: dict[str, Any] | None = None) -> Expe
         "peer": {"rounds": ROUNDS, "startup_timeout_s": 20.0}})
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _run(cfg: ExperimentConfig, addresses: dict[int, str], run_threads,
-         attack: Callable[[torch.nn.Module], list[list[bytes]]] | None = None) -> dict[str, Any]:
+         attack: Callable[[torch.nn.Module], list[list[bytes]]] | None = None, *,
+         rss_bytes: Callable[[], int] = lambda: 0) -> dict[str, Any]:
     """Peers 0 and 1 run ROUNDS rounds; with ``attack``, a raw DEALER sends its messages to peer
     0 over and over from peer 0's fourth round until peer 0's loop ends."""
     tasks = [build_task(cfg.task, cfg.data, i, 2, cfg.run.seed) for i in range(2)]
@@ -86,7 +79,7 @@ def _run(cfg: ExperimentConfig, addresses: dict[int, str], run_threads,
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(addresses[0])
-        rss0, sent = _rss_mb(), 0
+        rss0, sent = rss_bytes(), 0
         try:
             while not done.is_set() and sent < 2000:
                 for f in frames:
@@ -96,7 +89,7 @@ def _run(cfg: ExperimentConfig, addresses: dict[int, str], run_threads,
         finally:
             sock.close()
             ctx.term()
-        seen["rss_growth_mb"] = _rss_mb() - rss0
+        seen["rss_growth_mb"] = (rss_bytes() - rss0) / 2**20
         return sent
 
     r0, r1, sent = run_threads([lambda: peer_main(0), lambda: peer_main(1), attacker], 240)
@@ -142,22 +135,24 @@ def _check(attacked: dict[str, Any], clean: dict[str, Any], reason: str) -> None
 
 
 def test_forged_huge_heartbeat_and_model_rounds_do_not_silence_the_neighbour(loopback_peers,
-                                                                            run_threads):
+                                                                            run_threads, rss_bytes):
     cfg = _config({"mode": "sync"})
     clean = _run(cfg, loopback_peers(2), run_threads)
     attacked = _run(cfg, loopback_peers(2), run_threads,
-                    lambda m: [_heartbeat(HUGE), _forged_model(m, HUGE)])
+                    lambda m: [_heartbeat(HUGE), _forged_model(m, HUGE)],
+                    rss_bytes=rss_bytes)
     _check(attacked, clean, "round_out_of_window")
     assert clean["victim"]["accuracy"] > 0.8
 
 
-def test_forged_clocks_do_not_make_a_backup_peer_skip_its_rounds(loopback_peers, run_threads):
+def test_forged_clocks_do_not_make_a_backup_peer_skip_its_rounds(loopback_peers, run_threads, rss_bytes):
     # the original crash: list(range(clock, 2**62 - 1)) raised MemoryError on catch-up
     cfg = _config({"mode": "backup", "backup_catch_up": True})
     clean = _run(cfg, loopback_peers(2), run_threads)
     attacked = _run(cfg, loopback_peers(2), run_threads,
                     lambda m: [_heartbeat(HUGE), _heartbeat(ROUNDS + 1),
-                               _forged_model(m, 10**9)])
+                               _forged_model(m, 10**9)],
+                    rss_bytes=rss_bytes)
     _check(attacked, clean, "round_out_of_window")
     # an honest catch-up between two peers of one speed skips a round or so (the clean run does
     # too); a believed forged clock would have jumped to the run's end at once
@@ -166,11 +161,12 @@ def test_forged_clocks_do_not_make_a_backup_peer_skip_its_rounds(loopback_peers,
     assert len(rounds) >= ROUNDS // 2
 
 
-def test_a_forged_sequence_number_does_not_silence_the_real_sender(loopback_peers, run_threads):
+def test_a_forged_sequence_number_does_not_silence_the_real_sender(loopback_peers, run_threads, rss_bytes):
     cfg = _config({"mode": "sync"}, {"content": "delta", "spec": "topk:0.1"})
     clean = _run(cfg, loopback_peers(2), run_threads)
     attacked = _run(cfg, loopback_peers(2), run_threads,
-                    lambda m: [_forged_delta(m, 10**9), _forged_delta(m, 2**40)])
+                    lambda m: [_forged_delta(m, 10**9), _forged_delta(m, 2**40)],
+                    rss_bytes=rss_bytes)
     _check(attacked, clean, "bad_seq")
     assert "delta_gap" not in attacked["rejected"], attacked["rejected"]
 

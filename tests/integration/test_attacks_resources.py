@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from pathlib import Path
@@ -31,11 +30,6 @@ EXTRA_CONNECTIONS = 30
 EVENTS_BOUND_BYTES = 64_000  # 40 round events (~1 KB) + at most ~20 rejection lines
 LOG_BOUND_BYTES = 16_000
 RSS_NOISE_BYTES = 8 << 20  # training's own allocations while the attack runs
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _frames(msg: Message) -> list[bytes]:
@@ -100,7 +94,8 @@ def _log_file(path: Path) -> Callable[[], None]:
     return remove
 
 
-def test_resource_attacks_are_bounded_and_training_goes_on(tmp_path, loopback_peers, run_threads):
+def test_resource_attacks_are_bounded_and_training_goes_on(tmp_path, loopback_peers, run_threads,
+                                                            rss_bytes):
     # Prepare: two mlp/digits peers, sync; peer 0 writes events and the log to files
     addresses = loopback_peers(2)
     cfg = ExperimentConfig.from_dict({
@@ -141,10 +136,10 @@ def test_resource_attacks_are_bounded_and_training_goes_on(tmp_path, loopback_pe
         child = multiprocessing.get_context("spawn").Process(
             target=attack, args=(addresses[0], _unconfigured_model(tasks[0].model)))
         try:
-            rss0 = _rss_bytes()
+            rss0 = rss_bytes()
             child.start()
             child.join(120)
-            measured["rss_growth"] = _rss_bytes() - rss0
+            measured["rss_growth"] = rss_bytes() - rss0
             assert child.exitcode == 0, child.exitcode
         finally:
             if child.is_alive():

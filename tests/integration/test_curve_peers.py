@@ -114,18 +114,24 @@ def _stranger(keys_dir, server_port: int, stop_after_s: float) -> int:
     return sent
 
 
-def test_curve_peers_average_and_strangers_are_refused(tmp_path, loopback_peers, run_threads):
+def _keyed_pair(tmp_path, loopback_peers, n_keys: int):
+    """Allow-listed keys peer-0..peer-(n_keys-1), two models 5 apart, their mean, two loopback
+    addresses, a CURVE config and peer 0's port."""
     keys_dir = tmp_path / "keys"
-    assert main(["keys", str(keys_dir), "peer-0", "peer-1", "--allow"]) == 0
-    assert main(["keys", str(keys_dir / "strangers"), "peer-7"]) == 0  # not allow-listed
+    assert main(["keys", str(keys_dir), *(f"peer-{i}" for i in range(n_keys)), "--allow"]) == 0
     torch.manual_seed(0)
     models = [torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)]
     with torch.no_grad():
         models[1].weight.add_(5.0)
     mean0 = (models[0].weight + models[1].weight).detach() / 2
     addresses = loopback_peers(2)
-    cfg = _config(str(keys_dir))
-    port0 = int(addresses[0].rsplit(":", 1)[1])
+    return (keys_dir, models, mean0, addresses, _config(str(keys_dir)),
+            int(addresses[0].rsplit(":", 1)[1]))
+
+
+def test_curve_peers_average_and_strangers_are_refused(tmp_path, loopback_peers, run_threads):
+    keys_dir, models, mean0, addresses, cfg, port0 = _keyed_pair(tmp_path, loopback_peers, 2)
+    assert main(["keys", str(keys_dir / "strangers"), "peer-7"]) == 0  # not allow-listed
 
     def peer_main(i: int):
         ctx = zmq.Context()
@@ -186,16 +192,7 @@ def test_rogue_routing_id_of_a_connected_peer_never_takes_its_link(tmp_path, loo
     """Peer 2's allow-listed key connecting as routing id ``gml:1`` (and a keyless one as well)
     while peers 0 and 1 run: peer 0 merges peer 1's model every round, the forged models are
     rejected as sender_mismatch and never merged, the keyless one is refused at the handshake."""
-    keys_dir = tmp_path / "keys"
-    assert main(["keys", str(keys_dir), "peer-0", "peer-1", "peer-2", "--allow"]) == 0
-    torch.manual_seed(0)
-    models = [torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)]
-    with torch.no_grad():
-        models[1].weight.add_(5.0)
-    mean0 = (models[0].weight + models[1].weight).detach() / 2
-    addresses = loopback_peers(2)
-    cfg = _config(str(keys_dir))
-    port0 = int(addresses[0].rsplit(":", 1)[1])
+    keys_dir, models, mean0, addresses, cfg, port0 = _keyed_pair(tmp_path, loopback_peers, 3)
     forged = [_poisoned(models[0], 1, r) for r in range(8)]
     hb = pack(Message(kind="heartbeat", sender=1, round=0, info={"done": True, "hears": [0]}))
     (r0, s0, refused0), (r1, _, _), sent_keyed, _ = run_threads(

@@ -42,14 +42,6 @@ CODECS = st.sampled_from(["identity", "fp16", "bf16", "q8", "q4", "q2", "sign", 
                           "threshold", "lowrank", "nope"])
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     """What an identity payload of this dtype and shape takes."""
     return torch.Size(shape).numel() * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
@@ -96,7 +88,8 @@ def messages(draw, specs: dict[str, tuple[str, tuple[int, ...]]]) -> list[bytes]
     return [msgpack.packb(header, use_bin_type=True), *buffers]
 
 
-def test_random_message_sequences_leave_a_live_peer_training_and_merging(loopback_peers):
+def test_random_message_sequences_leave_a_live_peer_training_and_merging(loopback_peers,
+                                                                          rss_bytes):
     # Prepare: two sync peers training on threads, a raw DEALER aimed at peer 0
     cfg = ExperimentConfig.from_dict({
         "run": {"n_peers": 2, "seed": 11}, "data": {"dataset": "digits"},
@@ -139,7 +132,7 @@ def test_random_message_sequences_leave_a_live_peer_training_and_merging(loopbac
         assert linked.wait(60), "the peers never linked"
         sock.connect(addresses[0])
         time.sleep(0.2)
-        rss_before = _rss_mb()
+        rss_before = rss_bytes()
         sent = [0]
 
         @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
@@ -156,7 +149,7 @@ def test_random_message_sequences_leave_a_live_peer_training_and_merging(loopbac
         # Execute: the fuzz, then the rounds after it
         fuzz()
         time.sleep(0.5)  # let the last messages be handled
-        rss_growth = _rss_mb() - rss_before
+        rss_growth = (rss_bytes() - rss_before) / 2**20
         after = len(rounds[0])
         deadline = time.monotonic() + 90
         while (len(rounds[0]) < after + SETTLE_ROUNDS + CHECK_ROUNDS and not errors
