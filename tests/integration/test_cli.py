@@ -52,7 +52,9 @@ interval_steps = 5
 [peer]
 rounds = 150
 eval_every_rounds = 50
-""")
+[emulation]
+step_time_s = 0.01
+""")  # an emulated 10 ms step: 7.5 s of rounds, so the kill lands mid-run however fast the start
     out = tmp_path / "run"
     proc = _run_cli(["run", str(exp), "--out", str(out), "--kill", "2@1.0"], timeout_s=200)
     assert proc.returncode == 1, proc.stdout[-3000:]
