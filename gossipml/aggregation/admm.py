@@ -12,29 +12,35 @@ kept antisymmetric (``lambda_ij = -lambda_ji``, true when both start at 0), one 
 
 where ``d`` is the number of neighbours used and ``prox_{f,s}(v) = argmin f(x) + ||x-v||^2/(2s)``.
 The asynchronous variant (``admm_async``) steps with the newest value it holds for every
-neighbour and matches dual updates by version, so it keeps the exact optimum under bounded
-staleness.
+neighbour and recomputes each edge's dual from running sums of the iterates that every message
+carries, so lost, overwritten or late versions leave the duals exactly antisymmetric and the
+fixed point the optimum.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from gossipml.aggregation.admm_async import AsyncAdmmState, Prox, async_admm_step
+from gossipml.aggregation.admm_async import (AsyncAdmmState, Prox, async_admm_step, record_own,
+                                             split_sums, sum_names)
 from gossipml.aggregation.base import Contribution, Model
+from gossipml.aggregation.checks import check_model
 from gossipml.aggregation.config import AggregationConfig
 from gossipml.aggregation.registry import register_rule
 from gossipml.aggregation.rules import FilteringAggregator
 
 __all__ = [
     "Prox", "AdmmState", "admm_step", "quadratic_prox", "prox_from_gradient", "AdmmAggregator",
-    "admm_setup_problems",
+    "admm_setup_problems", "MAX_ADMM_STALENESS",
 ]
 
 Params = Mapping[str, torch.Tensor]
+#: The largest ``[pacing] max_staleness`` asynchronous ADMM accepts (measured with 4 digits peers
+#: at rho = 1: at the optimum with 1, 2 and 3; diverging with 4 and 8).
+MAX_ADMM_STALENESS = 2
 
 
 @dataclass
@@ -101,9 +107,11 @@ class AdmmAggregator(FilteringAggregator):
     passes none) the locally trained model stands in for the local loss,
     ``f_i(x) ~ 1/2 ||x - own||^2``, and local steps run as for any rule.
 
-    Asynchronous mode: a contribution's ``round`` is the sender's ADMM version (its step count),
-    the own version is ``own_round`` when given, else this aggregator's step count; keep
-    staleness bounded (pacing "ssp"): peers many versions apart make the lagging duals diverge.
+    Asynchronous mode: a contribution's ``round`` is the sender's ADMM version (its round), the
+    own version is ``own_round`` when given, else this aggregator's step count. Every message
+    must carry the sender's running sums (:meth:`outgoing_tensors` of that version, next to the
+    model; a peer sends them, :meth:`outgoing_spec` says which): the duals are recomputed from
+    them, so a version that never arrives costs nothing (module ``admm_async``).
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class AdmmAggregator(FilteringAggregator):
         self.prox = prox
         self.state = AdmmState()
         self.async_state = AsyncAdmmState(history_limit=max(8, 4 * cfg.max_models))
+        self._sums: dict[tuple[int, int], Model] = {}  # (sender, version) -> its running sums
 
     @property
     def solves_local_problem(self) -> bool:
@@ -121,21 +130,57 @@ class AdmmAggregator(FilteringAggregator):
 
     @property
     def wants_every_version(self) -> bool:
-        """Asynchronous ADMM matches dual updates by version: it needs every neighbour version,
-        not only the newest (a missed one is filled with a newer one, which biases the duals)."""
+        """Asynchronous ADMM pairs running sums by version: every held neighbour version (not
+        only the newest) gives it more versions to pair with; none is required."""
         return self.cfg.asynchronous
 
     def _combines_alone(self) -> bool:
         return self.cfg.asynchronous
+
+    def outgoing_spec(self, own: Params) -> Model:
+        """The tensors every message carries next to the model (zeros of their dtype and shape):
+        the running sums in asynchronous mode, none in synchronous mode."""
+        if not self.cfg.asynchronous:
+            return {}
+        return {name: torch.zeros_like(own[n], dtype=torch.float64)
+                for n, name in sum_names(own).items()}
+
+    def outgoing_tensors(self, version: int, own: Params) -> Model:
+        """What a message of own version ``version`` carrying ``own`` adds to it: the running
+        sum ``S_i(version)`` (asynchronous mode; recorded, so the next steps pair with it)."""
+        if not self.cfg.asynchronous:
+            return {}
+        total = record_own(self.async_state, version, own)
+        if total is None:
+            raise ValueError(f"version {version} is older than the history kept "
+                             f"(newest {self.async_state.recorded}): send versions in order")
+        return {name: total[n] for n, name in sum_names(own).items()}
+
+    def aggregate(self, own: Params, received: Sequence[Contribution], self_weight: float, *,
+                  own_round: int | None = None) -> Model:
+        """As every rule; in asynchronous mode the running sums are taken off each contribution
+        first (kept for the step if they fit the model: same names and shapes, finite)."""
+        if not self.cfg.asynchronous:
+            return super().aggregate(own, received, self_weight, own_round=own_round)
+        like = {n: torch.empty(x.shape, dtype=torch.float64, device="meta")
+                for n, x in own.items()}
+        self._sums, stripped = {}, []
+        for c in received:
+            model, sums = split_sums(c.params)
+            if sums and check_model(sums, like) is None:
+                self._sums[(c.sender, c.round)] = sums
+            stripped.append(replace(c, params=model))
+        return super().aggregate(own, stripped, self_weight, own_round=own_round)
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the duals (and the asynchronous versions and iterates): later steps, which
         update duals in place, do not change a state already taken."""
         a = self.async_state
         return _cloned({"admm_duals": self.state.duals,
-                        "admm_async": {"version": a.version, "duals": a.duals,
-                                       "own_history": a.own_history, "pending": a.pending,
-                                       "matched": a.matched,
+                        "admm_async": {"version": a.version, "recorded": a.recorded,
+                                       "last_own": a.last_own, "own_sums": a.own_sums,
+                                       "sums": a.sums, "duals": a.duals,
+                                       "dual_version": a.dual_version,
                                        "newest": {j: [v, m] for j, (v, m) in a.newest.items()}}})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -146,18 +191,24 @@ class AdmmAggregator(FilteringAggregator):
         saved = state.get("admm_async")
         if saved is not None:
             a = self.async_state
-            a.version = int(saved["version"])
+            a.version, a.recorded = int(saved["version"]), int(saved["recorded"])
+            a.last_own = saved["last_own"]
+            a.own_sums = {int(k): v for k, v in saved["own_sums"].items()}
+            a.sums = {int(j): {int(v): m for v, m in per.items()}
+                      for j, per in saved["sums"].items()}
             a.duals = {int(k): v for k, v in saved["duals"].items()}
-            a.own_history = {int(k): v for k, v in saved["own_history"].items()}
-            a.pending = {int(j): {int(v): m for v, m in per.items()}
-                         for j, per in saved["pending"].items()}
-            a.matched = {int(k): int(v) for k, v in saved["matched"].items()}
+            a.dual_version = {int(k): int(v) for k, v in saved["dual_version"].items()}
             a.newest = {int(j): (int(v), m) for j, (v, m) in saved["newest"].items()}
 
     def _combine(self, own, kept: Sequence[Contribution], self_weight, own_round):  # noqa: D102
         work = {n: x.detach().to(_work_dtype(x)) for n, x in own.items()}
         fresh = [(c.sender, c.round, {n: t.to(work[n]).clone() for n, t in c.params.items()})
                  for c in kept]
+        if self.cfg.asynchronous:  # the running sums back next to each kept model
+            sums = self._sums
+            fresh = [(j, v, {**x, **{name: sums[(j, v)][n]
+                                     for n, name in sum_names(x).items()}})
+                     if (j, v) in sums else (j, v, x) for j, v, x in fresh]
         prox = self.prox or quadratic_prox(work)
         if self.cfg.asynchronous:
             if own_round is not None:
@@ -197,12 +248,14 @@ def admm_setup_problems(*, asynchronous: bool, pacing_mode: str, codec_spec: str
             f'mode = {pacing_mode!r} merges others: use mode = "sync", or set [aggregation] '
             'asynchronous = true (asynchronous ADMM, under mode "async" or "ssp")')
     if asynchronous and (pacing_mode in ("async", "backup")
-                         or (pacing_mode == "ssp" and max_staleness > 1)):
+                         or (pacing_mode == "ssp" and max_staleness > MAX_ADMM_STALENESS)):
         problems.append(
-            f"asynchronous ADMM pairs its dual updates by round and needs every neighbour "
-            f"version (a peer holds its neighbours' last 3); [pacing] mode = {pacing_mode!r}"
-            f"{f' with max_staleness = {max_staleness}' if pacing_mode == 'ssp' else ''} lets "
-            'versions pass unseen: use mode = "ssp" with max_staleness <= 1, or "sync"')
+            f"asynchronous ADMM steps with neighbour versions up to the pacing's staleness "
+            f"behind, and its duals then lag its iterates: [pacing] mode = {pacing_mode!r}"
+            f"{f' with max_staleness = {max_staleness}' if pacing_mode == 'ssp' else ''} "
+            f"leaves the lag unbounded or too long (4 digits peers at rho = 1 diverge with "
+            f'max_staleness = 4): use mode = "ssp" with max_staleness <= {MAX_ADMM_STALENESS}, '
+            'or "sync"')
     if consensus_step != 1.0:
         problems.append(f"ADMM's new model is its prox step; [peer] consensus_step = "
                         f"{consensus_step} would blend it with the old one: use 1.0")

@@ -98,16 +98,21 @@ def largest_encoding_bytes(params: Mapping[str, torch.Tensor], codecs: Iterable[
 
 
 def sized_transport(cfg: ExperimentConfig, model: torch.nn.Module, codec: Codec,
-                    neighbor_ids: tuple[int, ...], *, swarm: bool = False) -> TransportConfig:
+                    neighbor_ids: tuple[int, ...], *, swarm: bool = False,
+                    extra: Mapping[str, torch.Tensor] | None = None) -> TransportConfig:
     """``cfg.transport`` with unset limits sized for this model and neighbourhood: messages up to
     :func:`~gossipml.comm.budget.message_bytes_for` its largest encoding, and
     ``CONNECTIONS_PER_NEIGHBOR`` connections per neighbour plus ``SPARE_CONNECTIONS`` (a swarm
-    peer, whose neighbours come and go, ``DEFAULT_MAX_CONNECTIONS``)."""
+    peer, whose neighbours come and go, ``DEFAULT_MAX_CONNECTIONS``); ``extra``: tensors sent raw
+    next to the model (asynchronous ADMM's running sums)."""
     params = exchanged_state(model)
-    payload = largest_encoding_bytes(params, _encoders(cfg, codec))
+    extra = dict(extra or {})
+    payload = largest_encoding_bytes(params, _encoders(cfg, codec)) + sum(
+        t.numel() * t.element_size() for t in extra.values())
     connections = DEFAULT_MAX_CONNECTIONS if swarm else \
         CONNECTIONS_PER_NEIGHBOR * len(neighbor_ids) + SPARE_CONNECTIONS
-    return cfg.transport.sized(message_bytes_for(payload, len(params)), connections)
+    return cfg.transport.sized(message_bytes_for(payload, len(params) + len(extra)),
+                              connections)
 
 
 def unconfigured_codec(tensors: Iterable[tuple[str, Any]],

@@ -5,7 +5,7 @@ shared-memory acknowledgements, with their counters."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 
@@ -20,10 +20,24 @@ from gossipml.peer.rejections import Rejections
 from gossipml.peer.stream import Outbox
 from gossipml.wire import Message, pack
 
-__all__ = ["Outbound", "MAX_SHM_PROBES"]
+__all__ = ["Outbound", "MAX_SHM_PROBES", "SendsWithModel"]
 
 #: Probe offers per neighbour before it is taken to be on another host (or /dev/shm).
 MAX_SHM_PROBES = 20
+
+
+@runtime_checkable
+class SendsWithModel(Protocol):
+    """A part whose pushes carry tensors next to the model (asynchronous ADMM's running sums)."""
+
+    def outgoing_spec(self, own: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """The added tensors' names, dtypes and shapes (zeros); empty: none."""
+        ...
+
+    def outgoing_tensors(self, version: int,
+                         own: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """The tensors added to the push of round ``version`` whose model is ``own``."""
+        ...
 
 
 class Outbound:
@@ -38,14 +52,18 @@ class Outbound:
                  events: EventLog, *, num_samples: int = 0,
                  device: torch.device | str = "cpu", rejections: Rejections | None = None,
                  pull_limit: PullLimit | None = None,
-                 progress: Callable[[], int] | None = None) -> None:
+                 progress: Callable[[], int] | None = None,
+                 extra: SendsWithModel | None = None) -> None:
         self.peer_id = peer_id
         self.model = model
         self.port = port
         self.encoder = encoder
         self.events = events
         self.num_samples = int(num_samples)
-        self._pool = SnapshotPool(exchanged_state(model), device=device)
+        self._extra = extra  # training thread: adds its tensors to every push
+        params = exchanged_state(model)
+        self._pool = SnapshotPool({**params, **(extra.outgoing_spec(params) if extra else {})},
+                                  device=device)
         self.pushes_sent = 0  # training thread
         self.pulls_sent = 0  # training thread
         self.pulls_answered = 0  # communication thread
@@ -65,9 +83,12 @@ class Outbound:
         """Copy the model into a free snapshot and queue it for ``dests`` as round ``r`` (one
         message per destination when the encoder keeps a stream per receiver); the encoding runs
         on the communication thread."""
+        params = exchanged_state(self.model)
+        if self._extra is not None:  # asked every round, sent or not (ADMM records its sums)
+            params = {**params, **self._extra.outgoing_tensors(r, params)}
         if not dests:
             return
-        snap = self._pool.publish(exchanged_state(self.model), r)
+        snap = self._pool.publish(params, r)
         if snap is None:
             self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
             return

@@ -40,7 +40,7 @@ from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.inbound import InboundSide
 from gossipml.peer.loop import run_task
 from gossipml.peer.accepted import configured_codecs, sized_transport
-from gossipml.peer.outbound import Outbound
+from gossipml.peer.outbound import Outbound, SendsWithModel
 from gossipml.peer.pulls import PullLimit
 from gossipml.peer.rejections import Rejections
 from gossipml.peer.rounds import Rounds
@@ -124,8 +124,12 @@ class Peer:
         self.heartbeats_sent = 0
         self._last_heartbeat_s = 0.0
         seeds = seed_dealers(cfg.membership.seeds, peers[id]) if self.swarm is not None else {}
+        self._extra = self.aggregator if isinstance(self.aggregator, SendsWithModel) else None
+        self._extra_spec = {} if self._extra is None else dict(  # sent next to the model
+            self._extra.outgoing_spec(exchanged_state(model)))
         self.transport_config = sized_transport(cfg, model, self.codec, self._neighbor_ids,
-                                                swarm=self.swarm is not None)
+                                                swarm=self.swarm is not None,
+                                                extra=self._extra_spec)
         self.transport: Port = transport_factory(
             id, bind or bind_address(peers[id]),
             {**{j: peers[j] for j in self._neighbor_ids}, **seeds},
@@ -141,6 +145,7 @@ class Peer:
         cfg, id = self.config, self.id
         params = exchanged_state(self.model)
         device = next(iter(params.values())).device if params else torch.device("cpu")
+        reference = {**params, **self._extra_spec}  # what every received push holds
         encoder = Outbox(id, self.codec, delta=cfg.codec.content == "delta",
                          keyframe_every_rounds=cfg.peer.keyframe_every_rounds,
                          attack=cfg.peer.attack if id in cfg.peer.attackers else "",
@@ -150,7 +155,7 @@ class Peer:
         self.outbound = Outbound(
             id, self.model, self.transport, encoder, self.events, num_samples=self.num_samples,
             device=device, rejections=self.rejections, progress=lambda: self.rounds.local_steps,
-            pull_limit=PullLimit.from_pacing(cfg.pacing))
+            pull_limit=PullLimit.from_pacing(cfg.pacing), extra=self._extra)
         self._link = None if self.swarm is None else SwarmLink(
             self.swarm, self.transport, id, self.peers[id], seeds, self.rejections,
             can_dial=None if curve is None else lambda j: _has_key(curve, j))
@@ -164,7 +169,7 @@ class Peer:
                              check_alive=self._check_alive)
         self.inbound = InboundSide(
             id, mailbox=self.mailbox, decoder=Inbound(device), rejections=self.rejections,
-            outbound=self.outbound, reference=params,
+            outbound=self.outbound, reference=reference,
             max_message_bytes=self.transport_config.message_limit_bytes,
             peer_ids=frozenset(self.peers), neighbor_ids=self._neighbor_ids, link=self._link,
             shm_enabled=cfg.transport.shm, clock=lambda: self.rounds.clock,

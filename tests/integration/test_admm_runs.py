@@ -82,19 +82,28 @@ def test_sync_admm_threads_reaches_the_centralized_optimum(tmp_path, monkeypatch
 
 
 def test_async_admm_under_ssp_reaches_the_centralized_optimum(tmp_path, monkeypatch):
-    # Prepare / Execute: asynchronous ADMM (duals paired by version), bounded staleness 1
+    # Prepare / Execute: asynchronous ADMM (duals from running sums), bounded staleness 1
     cfg = _config(0.1, rounds=60, asynchronous=True, pacing="ssp")
     models = _run_threads(cfg, tmp_path, monkeypatch)
-    # Assert (measured: 3e-4 over 3 runs)
+    # Assert (measured over 3 runs: max gap 3.2e-4, 3.0e-4, 2.9e-4)
     gaps = _gaps(models)
     assert max(gaps) < 1e-3, gaps
 
 
-def test_async_admm_at_rho_1_reaches_the_centralized_optimum_in_lockstep(tmp_path, monkeypatch):
-    """The version-paired asynchronous update run by real peers at rho = 1 (sync pacing hands it
-    every version; under SSP a lost version, e.g. a send skipped for want of a free buffer,
-    leaves its duals slightly asymmetric, which rho = 1 amplifies: see docs)."""
-    models = _run_threads(_config(1.0, rounds=120, asynchronous=True), tmp_path, monkeypatch)
+@pytest.mark.parametrize("max_staleness", [1, 2])
+def test_async_admm_at_rho_1_under_ssp_reaches_the_centralized_optimum(tmp_path, monkeypatch,
+                                                                       max_staleness):
+    """Under SSP some versions never reach a neighbour (a send skipped for want of a free
+    snapshot buffer: 4-6 per run at staleness 1, 20-35 at 2; one overwritten in the mailbox).
+    Accumulated per received version, those left the duals asymmetric and the gap at 6e-4 to
+    4e-2 whatever the length; recomputed from the running sums each message carries, they cost
+    nothing and the gap keeps falling (measured at staleness 1: 7e-4 at 120 rounds, 3.7e-4 at
+    200, 2.2e-4 at 300)."""
+    cfg = _config(1.0, rounds=200, asynchronous=True, pacing="ssp")
+    cfg = cfg.replace(pacing={"max_staleness": max_staleness})
+    models = _run_threads(cfg, tmp_path, monkeypatch)
+    # Assert (measured over 3 runs, max gap: staleness 1: 3.8e-4, 3.8e-4, 3.7e-4;
+    # staleness 2: 4.7e-4, 4.4e-4, 4.7e-4; staleness 4 diverges, so the config refuses it)
     gaps = _gaps(models)
     assert max(gaps) < 1e-3, gaps
 
@@ -147,8 +156,9 @@ def test_admm_refuses_what_breaks_its_math():
     for needle, tables in cases.items():
         with pytest.raises(ConfigError, match=needle):
             base.replace(**tables)
-    with pytest.raises(ConfigError, match="max_staleness <= 1"):
+    with pytest.raises(ConfigError, match="max_staleness <= 2"):
         _config(0.1, rounds=1, asynchronous=True, pacing="async")
-    with pytest.raises(ConfigError, match="max_staleness <= 1"):
-        base.replace(aggregation={"asynchronous": True}, pacing={"mode": "ssp", "max_staleness": 2})
-    _config(0.1, rounds=1, asynchronous=True, pacing="ssp")  # bounded staleness 1: accepted
+    with pytest.raises(ConfigError, match="max_staleness <= 2"):
+        base.replace(aggregation={"asynchronous": True}, pacing={"mode": "ssp", "max_staleness": 3})
+    ssp = _config(0.1, rounds=1, asynchronous=True, pacing="ssp")  # bounded staleness: accepted
+    ssp.replace(pacing={"max_staleness": 2})

@@ -42,8 +42,10 @@ def _config(rule: str, **extra: Any) -> AggregationConfig:
 
 
 def _round(agg: Aggregator, own: dict, r: int, *, with_round: bool = True) -> dict:
-    received = [Contribution(sender=s, round=r, params=_model(100 * r + s), weight=0.25)
-                for s in (1, 2, 3)]
+    extra = agg.outgoing_spec(own) if hasattr(agg, "outgoing_spec") else {}
+    received = [Contribution(sender=s, round=r, params={  # asynchronous ADMM: a running sum too
+        **_model(100 * r + s), **{n: torch.full_like(t, float(r + s)) for n, t in extra.items()}},
+        weight=0.25) for s in (1, 2, 3)]
     return agg.aggregate(own, received, 0.25, own_round=r if with_round else None)
 
 
