@@ -37,7 +37,7 @@ class Outbound:
     def __init__(self, peer_id: int, model: torch.nn.Module, port: Port, encoder: Outbox,
                  events: EventLog, *, num_samples: int = 0,
                  device: torch.device | str = "cpu", rejections: Rejections | None = None,
-                 pull_limit: PullLimit | None = None,
+                 pull_limit: PullLimit | None = None, publish_wait_s: float = 0.0,
                  progress: Callable[[], int] | None = None) -> None:
         self.peer_id = peer_id
         self.model = model
@@ -46,6 +46,7 @@ class Outbound:
         self.events = events
         self.num_samples = int(num_samples)
         self._pool = SnapshotPool(exchanged_state(model), device=device)
+        self._publish_wait_s = publish_wait_s  # paced runs wait for a free snapshot buffer
         self.pushes_sent = 0  # training thread
         self.pulls_sent = 0  # training thread
         self.pulls_answered = 0  # communication thread
@@ -67,7 +68,7 @@ class Outbound:
         on the communication thread."""
         if not dests:
             return
-        snap = self._pool.publish(exchanged_state(self.model), r)
+        snap = self._pool.publish(exchanged_state(self.model), r, self._publish_wait_s)
         if snap is None:
             self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
             return
