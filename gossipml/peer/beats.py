@@ -5,14 +5,14 @@ A regular beat goes to each neighbour nothing was sent to for ``[pacing] heartbe
 rounds are shorter than the interval sends almost none. During start-up, until every neighbour
 is heard both ways (it hears us and we hear it), beats go every :data:`STARTUP_HEARTBEAT_S`, but
 only to the neighbours not yet linked and, for two more beats, to the newly linked (they learn
-from those that we hear them): a thousand peers starting in one process beat only where a beat
-still helps. A swarm peer (membership) beats its whole live view every interval, and the goodbye
+from those that we hear them); while nobody new is heard each start-up beat comes 1.5 times later
+than the one before (up to the regular interval): a thousand peers starting in one process beat
+only where a beat still helps, and no faster than the process can read them. A swarm peer (membership) beats its whole live view every interval, and the goodbye
 goes to every neighbour. Owner: the peer; ``tick`` and ``send`` run on the communication thread.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable
 
@@ -37,8 +37,8 @@ class Heartbeats:
                  done: Callable[[], bool]) -> None:
         self.peer_id = peer_id
         self.interval_s = schedule.heartbeat_interval_s
-        self.startup = dataclasses.replace(schedule, heartbeat_interval_s=min(
-            schedule.heartbeat_interval_s, STARTUP_HEARTBEAT_S))
+        self._startup_every_s = min(self.interval_s, STARTUP_HEARTBEAT_S)
+        self._progress: tuple[int, int] = (-1, -1)  # start-up: (heard, linked) neighbours
         self.neighbors = neighbors
         self.sent = 0
         self.linked = False  # every neighbour heard, and hearing us
@@ -61,8 +61,11 @@ class Heartbeats:
                 self._startup_s = now
                 self.send(due)
                 return
-        if not self.linked and self.startup.should_heartbeat(now, self._startup_s):
+        if not self.linked and now - self._startup_s >= self._startup_every_s:
             self._startup_s = now
+            # back off (x1.5 a beat, up to the regular interval) while nobody new is heard: a
+            # thousand peers starting at once would otherwise beat faster than one process reads
+            self._startup_every_s = min(self.interval_s, self._startup_every_s * 1.5)
             self.send(unlinked)
 
     def _due(self, now: float) -> tuple[int, ...] | None:
@@ -81,6 +84,10 @@ class Heartbeats:
             return None
         want = set(self.neighbors)
         linked = self._mailbox.linked(self.peer_id, want)
+        progress = (len(want & self._mailbox.snapshot()[2].keys()), len(linked))
+        if progress != self._progress:  # someone new heard or linked: beat fast again
+            self._progress = progress
+            self._startup_every_s = min(self.interval_s, STARTUP_HEARTBEAT_S)
         for j in linked:
             self._linked_at.setdefault(j, now)
         recent = {j for j in linked if now - self._linked_at[j] < 2 * STARTUP_HEARTBEAT_S}

@@ -196,7 +196,7 @@ class Rounds:
 
         # arrivals wake the wait; the poll only catches time passing (timeouts, the dead): a
         # thousand waiting peers of one process must not each wake twenty times a second
-        poll_s = min(0.25, max(0.01, self.pacing_config.timeout_s / 20))
+        poll_s = min(1.0, max(0.01, self.pacing_config.timeout_s / 20))
         while not self.mailbox.wait(ready, poll_s):
             self.check_alive()  # a dead communication thread ends the wait with its error
             if time.monotonic() - start > hard_limit_s:  # the policy never said go: go anyway
