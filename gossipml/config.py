@@ -62,6 +62,7 @@ class RunConfig:
     torch_threads: int = 1
     mode: str = "processes"  # see RUN_MODES
     start_method: str = "fork"  # processes mode: see START_METHODS and launch/zygote.py
+    comm_threads: int = 1  # threads mode: communication threads its peers share; 0: one per peer
 
     def __post_init__(self) -> None:
         if self.n_peers < 1:
@@ -74,6 +75,17 @@ class RunConfig:
             raise ConfigError(f"start_method must be one of {list(START_METHODS)} (fork: peers "
                               f"forked from the pre-imported runner; spawn: one fresh interpreter "
                               f"per peer), got {self.start_method!r}")
+        if self.start_method != "fork" and self.mode != "processes":
+            raise ConfigError(f"start_method picks how processes mode starts its peers; mode "
+                              f"{self.mode!r} starts none (remove start_method or use mode = "
+                              f"\"processes\")")
+        if self.comm_threads < 0:
+            raise ConfigError(f"comm_threads must be >= 0 (0: one thread per peer), got "
+                              f"{self.comm_threads}")
+        if self.comm_threads != 1 and self.mode != "threads":
+            raise ConfigError(f"comm_threads sets how many communication threads the peers of one "
+                              f"process share, in mode = \"threads\" only; mode {self.mode!r} runs "
+                              f"one peer (and one communication thread) per process: remove it")
 
 
 _PARTS: dict[str, type] = {

@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"peers": [8, 32], "rounds": 30, "reps": 1},
 }
 POLL_S = 0.02
-PSS_EVERY_S = 0.25
+PSS_EVERY_S = 0.05  # short-lived peers (the smoke preset) must be sampled at least once
 
 
 def pss_mib(pid: int) -> float | None:

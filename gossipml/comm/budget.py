@@ -122,23 +122,26 @@ class Receiver:
     transport's ``TransportStats``; ``on_frames`` its inbound handler."""
 
     def __init__(self, router: zmq.Socket, config: TransportConfig, stats: Any,
-                 on_frames: Callable[[int | None, list], None], curve: Any | None) -> None:
+                 on_frames: Callable[[int | None, list], None], curve: Any | None, *,
+                 guard: bool = True) -> None:
         self.router = router
         self.limit_bytes = config.message_limit_bytes
         self.stats = stats
         self.on_frames = on_frames
         self.curve = curve
-        self.guard = ConnectionGuard(router, config.connection_limit)
+        # without a guard (an inproc ROUTER, reachable from this process only) nothing is cut
+        self.guard = ConnectionGuard(router, config.connection_limit) if guard else None
 
     @property
-    def sockets(self) -> tuple[zmq.Socket, zmq.Socket]:
-        """What to poll for input: the ROUTER and its monitor."""
-        return self.router, self.guard.monitor
+    def sockets(self) -> tuple[zmq.Socket, ...]:
+        """What to poll for input: the ROUTER and its monitor (when guarded)."""
+        return (self.router,) if self.guard is None else (self.router, self.guard.monitor)
 
     def on_ready(self, events: dict) -> None:
         """Handle what ``poll`` found ready among :attr:`sockets`."""
-        if self.guard.monitor in events and self.guard.on_events():
-            self.stats.errors[CUT_REASON] = self.guard.cut
+        guard = self.guard
+        if guard is not None and guard.monitor in events and guard.on_events():
+            self.stats.errors[CUT_REASON] = guard.cut
         if self.router in events:
             self.read()
 
@@ -173,5 +176,6 @@ class Receiver:
 
     def close(self) -> None:
         """Stop the guard and close the ROUTER (no linger: nothing is sent on it)."""
-        self.guard.close()
+        if self.guard is not None:
+            self.guard.close()
         self.router.close(linger=0)

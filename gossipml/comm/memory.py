@@ -12,6 +12,7 @@ Ticks (heartbeats, membership shuffles) run only when the test calls :meth:`Memo
 from __future__ import annotations
 
 import collections
+import time
 from typing import Callable, Mapping, Sequence
 
 from gossipml.comm.config import TransportConfig
@@ -182,6 +183,7 @@ class MemoryTransport:
         else:
             self.stats.messages_sent += 1
             self.stats.bytes_sent += nbytes
+            self.stats.last_sent_s[dest] = time.monotonic()
             self.network.send(self.peer_id, dest, list(frames))
 
     def receive(self, sender: int, frames: Sequence[bytes]) -> None:

@@ -39,6 +39,7 @@ class TransportStats:
     send_failed: int = 0  # building the frames raised (e.g. a codec error): message lost
     oversized: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    last_sent_s: dict[int, float] = field(default_factory=dict)  # per dest: time.monotonic()
 
 
 @runtime_checkable

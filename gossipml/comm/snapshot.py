@@ -3,13 +3,16 @@
 Training and sending overlap: the training side copies its parameters into a free buffer and
 goes on; the communication thread encodes and sends that buffer while training writes the next
 one into the other. A buffer is free again only when libzmq no longer reads it (its send trackers
-are done), so zero-copy sends stay safe. Publishing never waits: if no buffer is free it reports
-``None`` and the caller counts a skipped send.
+are done), so zero-copy sends stay safe. When no buffer is free, publishing waits up to
+``wait_s`` for one (a paced run needs every round's model: a skipped one makes its receivers wait
+out their timeout), then reports ``None`` and the caller counts a skipped send (async pacing
+passes 0: a newer model supersedes it anyway).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Mapping
 
 import torch
@@ -35,19 +38,26 @@ class SnapshotPool:
         self._device = torch.device(device)
         self._buffers = [Snapshot(self._reference, self._device) for _ in range(2)]
         self._max = max(2, max_buffers)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self.skipped = 0
 
-    def publish(self, params: Mapping[str, torch.Tensor], round_: int) -> Snapshot | None:
-        """Copy ``params`` into a free buffer and mark it busy; None when none is free."""
-        with self._lock:
-            snap = next((b for b in self._buffers if not b.busy), None)
-            if snap is None and len(self._buffers) < self._max:
-                snap = Snapshot(self._reference, self._device)
-                self._buffers.append(snap)
-            if snap is None:
-                self.skipped += 1
-                return None
+    def publish(self, params: Mapping[str, torch.Tensor], round_: int,
+                wait_s: float = 0.0) -> Snapshot | None:
+        """Copy ``params`` into a free buffer and mark it busy; None when none is free within
+        ``wait_s``."""
+        with self._cond:
+            deadline = time.monotonic() + wait_s
+            while True:
+                snap = next((b for b in self._buffers if not b.busy), None)
+                if snap is None and len(self._buffers) < self._max:
+                    snap = Snapshot(self._reference, self._device)
+                    self._buffers.append(snap)
+                if snap is not None:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left) and time.monotonic() >= deadline:
+                    self.skipped += 1
+                    return None
             snap.busy = True
         with torch.no_grad():
             for name, dst in snap.tensors.items():
@@ -57,5 +67,6 @@ class SnapshotPool:
 
     def release(self, snap: Snapshot) -> None:
         """Mark a buffer free (called once its frames are no longer read by libzmq)."""
-        with self._lock:
+        with self._cond:
             snap.busy = False
+            self._cond.notify_all()

@@ -12,18 +12,20 @@ without one is dropped, ``errors["unauthenticated"]``); in the clear, the id its
 (as untrusted as the header). Routing ids carry no authority: each DEALER's is fresh
 (``gml:<id>:<random>``) and there is no ``ROUTER_HANDOVER``, so a second connection presenting a
 connected peer's id is ignored, never handed its link, while a restarted peer is heard at once.
+
+With a :class:`~gossipml.comm.hub.CommHub` (``hub=``), the transport has no thread of its own:
+the hub's one thread serves many peers' sockets in one process (``[run] mode = "threads"``), by
+the same steps (:meth:`Transport.open_sockets`, :meth:`~Transport.serve`, ...).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import queue
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import zmq
 
@@ -32,7 +34,11 @@ from gossipml.comm.budget import Receiver
 from gossipml.comm.config import TransportConfig
 from gossipml.comm.port import Outgoing, TransportStats
 from gossipml.comm.shmpath import ShmOutbox
-from gossipml.comm.sockets import make_dealer, make_router, parse_routing_id, routing_id
+from gossipml.comm.sending import Outlinks
+from gossipml.comm.sockets import make_router, parse_routing_id, routing_id
+
+if TYPE_CHECKING:
+    from gossipml.comm.hub import CommHub
 
 __all__ = ["Transport", "TransportStats", "Outgoing", "routing_id", "parse_routing_id"]
 
@@ -59,31 +65,35 @@ class Transport:
         curve: object | None = None,  # CURVE (gossipml.comm.security): setup_server(router) before
         # bind, setup_client(dealer, peer_id) before connect; None runs in the clear
         shm_dests: frozenset[int] = frozenset(),
+        hub: CommHub | None = None,  # serve on this shared thread instead of one of its own
     ) -> None:
         self.peer_id = peer_id
         self.config = config
         self.stats = TransportStats()
         self._bind = bind
-        self._neighbors = dict(neighbors)
         self._on_frames = on_frames
         self._on_tick = on_tick
-        self._link_policy = link_policy
         self._curve = curve
         self._own_context = context is None
-        self._ctx = context or zmq.Context()
+        self._hub = hub
+        if hub is not None:
+            self._own_context, self._ctx = False, hub.context
+        else:
+            self._ctx = context or zmq.Context()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._wake_r, self._wake_w = os.pipe() if hub is None else (-1, -1)
+        if hub is None:
+            os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._closed = threading.Event()  # with a hub: it has torn this transport down
         self._address: str | None = None
         self._error: BaseException | None = None
         self.receiver: Receiver | None = None  # the ROUTER's reading side, once started
-        self._delayed: list[tuple[float, int, int, Sequence[object]]] = []
-        self._seq = itertools.count()
-        self._link_counts: dict[int, int] = {}
         self._shm = ShmOutbox(config.shm_min_bytes, dests=shm_dests) if config.shm else None
+        self._out = Outlinks(peer_id, self._ctx, config, neighbors, self.stats, curve=curve,
+                             link_policy=link_policy, shm=self._shm)
 
     # ---- public, any thread -------------------------------------------------------------
     @property
@@ -94,10 +104,14 @@ class Transport:
         return self._address
 
     def start(self, timeout_s: float = 10.0) -> "Transport":
-        """Start the communication thread and wait (bounded) until the ROUTER is bound."""
-        self._thread = threading.Thread(target=self._run, name=f"gossipml-comm-{self.peer_id}",
-                                        daemon=True)
-        self._thread.start()
+        """Start serving (its own communication thread, or attached to its hub) and wait
+        (bounded) until the ROUTER is bound."""
+        if self._hub is not None:
+            self._hub.attach(self)
+        else:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"gossipml-comm-{self.peer_id}")
+            self._thread.start()
         if not self._ready.wait(timeout_s):
             raise TimeoutError(f"peer {self.peer_id}: transport did not start in {timeout_s} s")
         if self._error is not None:
@@ -162,7 +176,10 @@ class Transport:
 
     @property
     def alive(self) -> bool:
-        """True while the communication thread runs."""
+        """True while the communication thread serves this transport."""
+        if self._hub is not None:
+            return (self._ready.is_set() and not self._closed.is_set() and self._error is None
+                    and self._hub.alive)
         return self._thread is not None and self._thread.is_alive()
 
     @property
@@ -171,19 +188,27 @@ class Transport:
         return self._error
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread (after flushing within the linger time) and close every socket."""
+        """Stop serving (after flushing within the linger time) and close every socket."""
         self._stop.set()
-        self._wake()
+        if self._hub is not None:
+            if self._ready.is_set() and not self._closed.is_set():
+                self._hub.detach(self)
+                if not self._closed.wait(timeout_s):
+                    log.error("peer %d: the hub did not close this transport in %.1f s",
+                              self.peer_id, timeout_s)
+        else:
+            self._wake()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.error("peer %d: communication thread did not stop in %.1f s",
                           self.peer_id, timeout_s)
         for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         if self._own_context and not (self._thread and self._thread.is_alive()):
             self._ctx.term()
 
@@ -196,7 +221,10 @@ class Transport:
     # ---- communication thread -----------------------------------------------------------
     def _command(self, cmd: tuple) -> None:
         self._commands.put(cmd)
-        self._wake()
+        if self._hub is not None:
+            self._hub.wake(self)
+        else:
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -205,56 +233,106 @@ class Transport:
             pass  # the pipe is full (a wake-up is already pending) or closed
 
     def _run(self) -> None:
+        """Its own communication thread: open, serve until close(), flush, tear down."""
         try:
-            router = self._make_router()
+            sockets = self.open_sockets()
         except zmq.ZMQError as exc:
             self._error = exc
             self._ready.set()
             return
-        dealers: dict[int, zmq.Socket] = {}
-        pending: list[tuple[list, Callable[[], None]]] = []
-        self.receiver = receiver = Receiver(router, self.config, self.stats, self._on_frames,
-                                            self._curve)
         try:
-            for pid, addr in self._neighbors.items():
-                dealers[pid] = self._make_dealer(addr, pid)
             self._ready.set()
             poller = zmq.Poller()
-            for sock in (self._wake_r, *receiver.sockets):
+            for sock in (self._wake_r, *sockets):
                 poller.register(sock, zmq.POLLIN)
             poll_ms = max(1, int(self.config.poll_interval_s * 1000))
             while not self._stop.is_set():
                 events = dict(poller.poll(self._poll_timeout_ms(poll_ms)))
                 if self._wake_r in events:
                     self._drain_wake()
-                receiver.on_ready(events)
-                self._run_commands(dealers, pending)
-                self._send_due(dealers)
-                pending = self._finish_sent(pending)
-                if self._on_tick is not None:
-                    self._on_tick()
-            self._run_commands(dealers, pending)  # flush what was queued before close()
-            self._await_shm_releases(poller, receiver)
+                self.serve(events, tick=True)
+            self.flush(poller)
         except Exception as exc:  # never die silently: record, log, and let the peer see it
             self._error = exc
             log.exception("peer %d: communication thread failed", self.peer_id)
             self._ready.set()
         finally:
-            linger_ms = int(self.config.linger_s * 1000)
-            for sock in dealers.values():
-                sock.close(linger=linger_ms)
-            receiver.close()
-            for _, done in pending:
-                done()
-            if self._shm is not None:
-                self._shm.close()
+            self.teardown()
 
-    def _await_shm_releases(self, poller: zmq.Poller, receiver: Receiver) -> None:
+    # ---- the steps a driver (its own thread above, or a CommHub) runs on its thread ------
+    def open_sockets(self) -> tuple[zmq.Socket, ...]:
+        """Bind the ROUTER and connect a DEALER per neighbour; the sockets to poll for input."""
+        router = self._make_router()
+        guard = not self._bind.startswith("inproc://")  # inproc: only this process can connect
+        self.receiver = Receiver(router, self.config, self.stats, self._on_frames, self._curve,
+                                 guard=guard)
+        self._out.open()
+        return self.receiver.sockets
+
+    def serve(self, events: dict, *, tick: bool) -> None:
+        """One turn: read what ``poll`` found ready, run queued commands, send what is due,
+        finish completed sends, and (``tick``) let the peer run its periodic work."""
+        assert self.receiver is not None
+        self.receiver.on_ready(events)
+        self._run_commands()
+        self._out.send_due()
+        self._out.finish_sent()
+        if tick and self._on_tick is not None:
+            self._on_tick()
+
+    @property
+    def busy(self) -> bool:
+        """Sends in flight or delayed: the driver should serve again soon."""
+        return self._out.busy
+
+    @property
+    def draining(self) -> bool:
+        """Shared-memory segments sent and not yet released by their receiver."""
+        return self._shm is not None and bool(self._shm.in_flight)
+
+    @property
+    def linger_s(self) -> float:
+        """How long a close waits for what is in flight."""
+        return self.config.linger_s
+
+    @property
+    def next_due_s(self) -> float | None:
+        """When the first delayed (emulated) send is due (``time.monotonic()``), or None."""
+        return self._out.next_due_s
+
+    def flush(self, poller: zmq.Poller | None) -> None:
+        """Send what was queued before close(); with a poller, let shared-memory releases in."""
+        self._run_commands()
+        if poller is not None:
+            self._await_shm_releases(poller, self.receiver)
+
+    def teardown(self) -> None:
+        """Close every socket (DEALERs within the linger time) and release what is held."""
+        self._out.close()
+        if self.receiver is not None:
+            self.receiver.close()
+        if self._shm is not None:
+            self._shm.close()
+
+    def opened(self, error: BaseException | None = None) -> None:
+        """The driver has opened the sockets (or failed to: ``error``)."""
+        self._error = error
+        self._ready.set()
+
+    def ended(self, error: BaseException | None = None) -> None:
+        """The driver has torn this transport down (``error``: what ended its serving)."""
+        if error is not None:
+            self._error = error
+        self._ready.set()
+        self._closed.set()
+
+    def _await_shm_releases(self, poller: zmq.Poller, receiver: Receiver | None) -> None:
         """Before the segments are unlinked, let receivers copy out what is in flight (their
         release acks arrive here), for at most ``linger_s``: else the last model sent before a
         close can find its segment gone (``shm_no_segment``)."""
         end = time.monotonic() + self.config.linger_s
-        while self._shm is not None and self._shm.in_flight and time.monotonic() < end:
+        while (receiver is not None and self._shm is not None and self._shm.in_flight
+               and time.monotonic() < end):
             receiver.on_ready(dict(poller.poll(10)))
 
     def _make_router(self) -> zmq.Socket:
@@ -263,14 +341,11 @@ class Transport:
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
 
-    def _make_dealer(self, address: str, peer_id: int) -> zmq.Socket:
-        return make_dealer(self._ctx, self.config, self._curve, self.peer_id, peer_id, address)
-
     def _poll_timeout_ms(self, default_ms: int) -> int:
-        if not self._delayed:
+        due = self._out.next_due_s
+        if due is None:
             return default_ms
-        due_ms = int((self._delayed[0][0] - time.monotonic()) * 1000)
-        return max(0, min(default_ms, due_ms))
+        return max(0, min(default_ms, int((due - time.monotonic()) * 1000)))
 
     def _drain_wake(self) -> None:
         try:
@@ -278,102 +353,17 @@ class Transport:
         except (BlockingIOError, OSError):
             pass
 
-    def _run_commands(self, dealers: dict[int, zmq.Socket], pending: list) -> None:
+    def _run_commands(self) -> None:
         while True:
             try:
                 cmd = self._commands.get_nowait()
             except queue.Empty:
                 return
             if cmd[0] == "send":
-                self._start_send(cmd[1], dealers, pending)
+                self._out.send(cmd[1])
             elif cmd[0] == "connect":
-                _, pid, addr = cmd
-                if pid in dealers:
-                    dealers.pop(pid).close(linger=0)
-                dealers[pid] = self._make_dealer(addr, pid)
-                self._neighbors[pid] = addr
+                self._out.connect(cmd[1], cmd[2])
             elif cmd[0] == "disconnect":
-                sock = dealers.pop(cmd[1], None)
-                if sock is not None:
-                    sock.close(linger=0)
-                self._neighbors.pop(cmd[1], None)
+                self._out.disconnect(cmd[1])
             elif cmd[0] == "call":
                 cmd[1]()
-
-    def _start_send(self, out: Outgoing, dealers: dict[int, zmq.Socket], pending: list) -> None:
-        try:
-            frames = list(out.make_frames())
-        except Exception as exc:  # a bad encode loses this message, not the thread
-            self.stats.send_failed += 1
-            self._count_error(f"encode_{type(exc).__name__}")
-            log.error("peer %d: building a message failed: %r", self.peer_id, exc)
-            if out.on_done is not None:
-                out.on_done()
-            return
-        nbytes = sum(memoryview(f).nbytes for f in frames)
-        trackers = []
-        for dest in out.dests:
-            drop, delay_s = self._link_decision(dest)
-            if drop:
-                self.stats.emulated_drops += 1
-            elif delay_s > 0:  # copy: the caller may reuse its buffers once on_done has run
-                copies = [bytes(memoryview(f)) for f in frames]
-                heapq.heappush(self._delayed, (time.monotonic() + delay_s, next(self._seq),
-                                               dest, copies))
-            else:
-                # big data for a same-host dest: copied to shm right here (else frames as is)
-                wire = self._shm.offload(dest, frames) if self._shm is not None else frames
-                tracker = self._send_now(dealers, dest, wire, nbytes)
-                if tracker is not None:
-                    trackers.append(tracker)
-        if out.on_done is not None:
-            pending.append((trackers, out.on_done))
-
-    def _link_decision(self, dest: int) -> tuple[bool, float]:
-        if self._link_policy is None:
-            return False, 0.0
-        n = self._link_counts.get(dest, 0)
-        self._link_counts[dest] = n + 1
-        return self._link_policy(dest, n)
-
-    def _send_now(self, dealers: dict[int, zmq.Socket], dest: int, frames: Sequence[object],
-                  nbytes: int) -> zmq.MessageTracker | None:
-        sock = dealers.get(dest)
-        if sock is None:
-            self._count_error("unknown_neighbor")
-            return None
-        if self._neighbors.get(dest, "").startswith("inproc://"):
-            # inproc passes buffers by reference: copy, so the receiver owns what it holds and
-            # the sender's snapshot is free at once
-            frames = [bytes(memoryview(f)) if memoryview(f).nbytes > 1024 else f for f in frames]
-        try:
-            tracker = sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False, track=True)
-        except zmq.Again:
-            self.stats.send_dropped += 1  # not connected (IMMEDIATE) or queue full (HWM)
-            return None
-        except zmq.ZMQError as exc:
-            self._count_error(f"send_{exc.errno}")
-            log.warning("peer %d: send to %d failed: %s", self.peer_id, dest, exc)
-            return None
-        self.stats.messages_sent += 1
-        self.stats.bytes_sent += nbytes
-        return tracker
-
-    def _send_due(self, dealers: dict[int, zmq.Socket]) -> None:
-        now = time.monotonic()
-        while self._delayed and self._delayed[0][0] <= now:
-            _, _, dest, frames = heapq.heappop(self._delayed)
-            self._send_now(dealers, dest, frames, sum(memoryview(f).nbytes for f in frames))
-
-    @staticmethod
-    def _finish_sent(pending: list) -> list:
-        still = []
-        for trackers, done in pending:
-            if all(t.done for t in trackers):
-                done()
-            else:
-                still.append((trackers, done))
-        return still
-
-    def _count_error(self, key: str) -> None:
-        self.stats.errors[key] = self.stats.errors.get(key, 0) + 1

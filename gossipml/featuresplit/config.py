@@ -53,7 +53,9 @@ RULES: dict[str, dict[str, KeyRule]] = {
     "run": {"n_peers": HONOURED, "deadline_s": HONOURED, "seed": HONOURED,
             "torch_threads": HONOURED, "mode": HONOURED,
             "start_method": _default(why="it picks how gossipml run starts gossip peer "
-                                     "processes; feature split runs its peers as threads there")},
+                                     "processes; feature split runs its peers as threads there"),
+            "comm_threads": _default(why="it sets how many communication threads gossip peers "
+                                     "of one process share; feature split peers keep their own")},
     "data": {"dataset": HONOURED, "path": HONOURED, "dataset_args": HONOURED,
              "synthetic_features": HONOURED,
              "synthetic_classes": HONOURED, "synthetic_noise": HONOURED,
@@ -165,8 +167,8 @@ def check_feature_split(cfg: Any) -> None:
     ============ ======================================================= =========================
     table        honoured (each changes what runs)                       refused unless
     ============ ======================================================= =========================
-    [run]        n_peers (gossipml run; gossipml peer: the peer layout),  start_method: default
-                 deadline_s (gossipml run), seed (SGD batches),
+    [run]        n_peers (gossipml run; gossipml peer: the peer layout),  start_method,
+                 deadline_s (gossipml run), seed (SGD batches),           comm_threads: default
                  torch_threads, mode
     [data]       dataset, path, dataset_args, synthetic_*,               partition, alpha,
                  seed (synthetic data only)                              shards_per_peer,

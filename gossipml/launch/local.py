@@ -26,7 +26,8 @@ from gossipml.comm.addresses import free_ports
 from gossipml.config import ExperimentConfig
 from gossipml.events import EventTail
 from gossipml.launch.peersfile import PeerEntry, write_peers
-from gossipml.launch.results import events_path, plot_accuracy, summarize, write_summary
+from gossipml.launch.results import (all_started, events_path, failure_reasons, plot_accuracy,
+                                     progress_rows, summarize, write_summary)
 
 __all__ = ["RunResult", "free_ports", "run_local", "run_in_process", "feature_split_run",
            "child_env", "task_aggregation_context", "failure_reasons", "run_peer"]
@@ -114,21 +115,6 @@ def _kill_all(procs: dict[int, Any]) -> None:
             pass
 
 
-def progress_rows(tails: list[EventTail]) -> list[dict[str, Any]]:
-    """The newest round event of each peer (for live progress), reading only new lines."""
-    rows = []
-    for i, tail in enumerate(tails):
-        tail.poll()
-        rows.append(tail.latest or {"peer": i})
-    return rows
-
-
-def _all_started(tails: list[EventTail]) -> bool:
-    for tail in tails:
-        tail.poll()
-    return all(t.started for t in tails)
-
-
 def run_local(cfg: ExperimentConfig, out: Path, *,
               on_progress: Callable[[list[dict[str, Any]], float], None] | None = None,
               progress_interval_s: float = 1.0,
@@ -156,7 +142,7 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
             elapsed = time.monotonic() - t0
             if elapsed > cfg.run.deadline_s:
                 break
-            if started_s is None and _all_started(tails):
+            if started_s is None and all_started(tails):
                 started_s = elapsed
             if started_s is not None and extra is None:  # while peers train, not after
                 extra = _extra(cfg, out)
@@ -181,25 +167,6 @@ def run_local(cfg: ExperimentConfig, out: Path, *,
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers, {cfg.topology.kind}")
     return RunResult(out, summary, codes)
-
-
-def failure_reasons(out: Path, failed: list[int],
-                    codes: dict[int, int | None]) -> dict[str, str]:
-    """Why each failed peer process ended: the last exception line of its log (``RuntimeError:
-    peer 2: communication thread died: ...``), else its exit code."""
-    reasons = {}
-    for i in failed:
-        try:
-            with open(out / "logs" / f"peer-{i}.log", "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 8192))
-                tail = f.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            tail = []
-        errors = [line for line in tail if line[:1].isalpha() and ("Error" in line.split(":")[0]
-                                                                   or "Exception" in line)]
-        reasons[str(i)] = errors[-1][:500] if errors else f"exit code {codes.get(i)}"
-    return reasons
 
 
 def run_peer(cfg: ExperimentConfig, peer_id: int, peers: Mapping[int, str], *, events: str,
@@ -283,12 +250,15 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
                    progress_interval_s: float = 1.0) -> RunResult:
     """Run every peer as a thread of this process over ``inproc://`` (the computation-parallel
     mode, and the cheap way to run many small peers): same Peer, same wire format, one zmq
-    context and one copy of the dataset shared by all."""
+    context, ``[run] comm_threads`` communication threads (hubs) shared by all (0: one per
+    peer) and one copy of the dataset."""
+    import functools
     import threading
 
     import torch
-    import zmq
 
+    from gossipml.comm.hub import CommHub
+    from gossipml.comm.transport import Transport
     from gossipml.data import dataset_for
     from gossipml.peer import Peer
     from gossipml.tasks import build_task
@@ -301,16 +271,20 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     torch.set_num_threads(cfg.run.torch_threads)
     dataset = dataset_for(cfg.data, import_path=cfg.task.import_path)
-    ctx = zmq.Context()
+    ctx = shared_context(n, cfg)
+    hubs = [CommHub(ctx, poll_interval_s=cfg.transport.poll_interval_s, name=f"gossipml-hub-{k}")
+            .start() for k in range(cfg.run.comm_threads)]
     errors: dict[int, BaseException] = {}
     t0 = time.monotonic()
     peers = []
-    for i in range(n):  # build (and bind) every peer before any connects: inproc needs the bind
+    for i in range(n):  # build every peer, then start them (bind and connect)
         torch.manual_seed(cfg.run.seed + i)
         task = build_task(cfg.task, cfg.data, i, n, cfg.run.seed, dataset=dataset)
+        factory = functools.partial(Transport, hub=hubs[i % len(hubs)]) if hubs else Transport
         peers.append((Peer(task.model, cfg, id=i, peers=addresses, num_samples=task.num_samples,
                            events_path=str(events_path(out, i)), context=ctx,
-                           aggregation_context=task_aggregation_context(task, cfg, dataset)),
+                           aggregation_context=task_aggregation_context(task, cfg, dataset),
+                           transport_factory=factory),
                       task))
     for peer, _ in peers:
         peer.start()
@@ -337,6 +311,8 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
             on_progress(progress_rows(tails), last - t0)
     wall_s = time.monotonic() - t0
     hung = [i for i, t in enumerate(threads) if t.is_alive()]
+    for hub in hubs:  # a hung peer's transport ends with its hub: that peer stops with why
+        hub.close()
     if not hung:
         ctx.term()
     summary = summarize(out, n, wall_s=wall_s, failed=sorted(set(errors) | set(hung)),
@@ -345,6 +321,17 @@ def run_in_process(cfg: ExperimentConfig, out: Path, *,
     write_summary(out, summary)
     plot_accuracy(out, n, title=f"{cfg.name}: {n} peers in one process, {cfg.topology.kind}")
     return RunResult(out, summary, {i: (1 if i in errors or i in hung else 0) for i in range(n)})
+
+
+def shared_context(n_peers: int, cfg: ExperimentConfig) -> Any:
+    """One ZeroMQ context for ``n_peers`` peers of this process: a ROUTER and a DEALER per
+    link each (see :func:`gossipml.comm.hub.sized_context`)."""
+    from gossipml.comm.hub import sized_context
+    from gossipml.policies.topology import build_topology
+
+    topology = build_topology(cfg.topology, n_peers)
+    degree = max((len(topology.links(i)) for i in range(n_peers)), default=0)
+    return sized_context(n_peers * (degree + 1), what=f"{n_peers} peers of degree {degree}")
 
 
 def feature_split_run(cfg: ExperimentConfig, out: Path) -> RunResult:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from gossipml.events import events_path, read_events
+from gossipml.events import EventTail, events_path, read_events
 
-__all__ = ["summarize", "write_summary", "plot_accuracy", "events_path"]
+__all__ = ["summarize", "write_summary", "plot_accuracy", "events_path", "progress_rows",
+           "all_started", "failure_reasons"]
 
 
 def _peer_summary(peer_id: int, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,3 +113,38 @@ def plot_accuracy(out_dir: str | Path, n_peers: int, title: str = "") -> Path | 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def progress_rows(tails: list[EventTail]) -> list[dict[str, Any]]:
+    """The newest round event of each peer (for live progress), reading only new lines."""
+    rows = []
+    for i, tail in enumerate(tails):
+        tail.poll()
+        rows.append(tail.latest or {"peer": i})
+    return rows
+
+
+def all_started(tails: list[EventTail]) -> bool:
+    """Whether every peer's stream has its start event (reading only new lines)."""
+    for tail in tails:
+        tail.poll()
+    return all(t.started for t in tails)
+
+
+def failure_reasons(out: Path, failed: list[int],
+                    codes: dict[int, int | None]) -> dict[str, str]:
+    """Why each failed peer process ended: the last exception line of its log (``RuntimeError:
+    peer 2: communication thread died: ...``), else its exit code."""
+    reasons = {}
+    for i in failed:
+        try:
+            with open(out / "logs" / f"peer-{i}.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            tail = []
+        errors = [line for line in tail if line[:1].isalpha() and ("Error" in line.split(":")[0]
+                                                                   or "Exception" in line)]
+        reasons[str(i)] = errors[-1][:500] if errors else f"exit code {codes.get(i)}"
+    return reasons

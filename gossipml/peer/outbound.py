@@ -51,7 +51,7 @@ class Outbound:
     def __init__(self, peer_id: int, model: torch.nn.Module, port: Port, encoder: Outbox,
                  events: EventLog, *, num_samples: int = 0,
                  device: torch.device | str = "cpu", rejections: Rejections | None = None,
-                 pull_limit: PullLimit | None = None,
+                 pull_limit: PullLimit | None = None, publish_wait_s: float = 0.0,
                  progress: Callable[[], int] | None = None,
                  extra: SendsWithModel | None = None) -> None:
         self.peer_id = peer_id
@@ -64,6 +64,7 @@ class Outbound:
         params = exchanged_state(model)
         self._pool = SnapshotPool({**params, **(extra.outgoing_spec(params) if extra else {})},
                                   device=device)
+        self._publish_wait_s = publish_wait_s  # paced runs wait for a free snapshot buffer
         self.pushes_sent = 0  # training thread
         self.pulls_sent = 0  # training thread
         self.pulls_answered = 0  # communication thread
@@ -88,7 +89,7 @@ class Outbound:
             params = {**params, **self._extra.outgoing_tensors(r, params)}
         if not dests:
             return
-        snap = self._pool.publish(params, r)
+        snap = self._pool.publish(params, r, self._publish_wait_s)
         if snap is None:
             self.events.emit("send_skipped", round=r, reason="no free snapshot buffer")
             return

@@ -12,14 +12,14 @@ or hand it a task and let it run the whole loop: ``peer.run(task)``.
 The peer builds its parts and afterwards only calls their public methods: :class:`Rounds` (the
 training thread: steps, rounds, merges; the only writer of the clock), :class:`InboundSide` (the
 communication thread: checks and routes what arrives), :class:`Outbound` (pushes, pulls, pull
-answers), :class:`Rejections` (refusals by reason). It keeps the lifecycle and the heartbeats.
+answers), :class:`Rejections` (refusals by reason), :class:`Heartbeats` (liveness beats). It
+keeps the lifecycle.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-import dataclasses
 import logging
 import time
 from typing import Any, Callable, Mapping
@@ -33,13 +33,14 @@ from gossipml.codecs import build_codec
 from gossipml.comm.addresses import bind_address
 from gossipml.comm.mailbox import Mailbox
 from gossipml.comm.port import Port, call_and_wait
-from gossipml.comm.transport import Outgoing, Transport
+from gossipml.comm.transport import Transport
 from gossipml.config import ExperimentConfig
 from gossipml.events import EventLog
 from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.inbound import InboundSide
 from gossipml.peer.loop import run_task
 from gossipml.peer.accepted import configured_codecs, sized_transport
+from gossipml.peer.beats import Heartbeats
 from gossipml.peer.outbound import Outbound, SendsWithModel
 from gossipml.peer.pulls import PullLimit
 from gossipml.peer.rejections import Rejections
@@ -50,13 +51,11 @@ from gossipml.peer.swarm import SwarmLink, SwarmTopology, seed_dealers
 from gossipml.policies.membership import parse_tcp_address
 from gossipml.policies.pacing import Schedule, build_pacing
 from gossipml.policies.topology import build_topology
-from gossipml.wire import Message, pack
 
 __all__ = ["Peer", "exchanged_state"]
 
 log = logging.getLogger("gossipml.peer.peer")
 
-STARTUP_HEARTBEAT_S = 0.1  # until every neighbour is heard both ways, beat at least this often
 
 
 def _has_key(curve: Any, peer_id: int) -> bool:
@@ -111,8 +110,6 @@ class Peer:
             "num_samples": num_samples, "model_factory": lambda: copy.deepcopy(model),
             **(aggregation_context or {})})
         self.schedule = Schedule.from_config(cfg.pacing)
-        self._startup_schedule = dataclasses.replace(self.schedule, heartbeat_interval_s=min(
-            self.schedule.heartbeat_interval_s, STARTUP_HEARTBEAT_S))
         self.interval_steps = cfg.pacing.interval_steps
         self.mailbox = Mailbox()
         self.events = EventLog(events_path, id)
@@ -120,9 +117,6 @@ class Peer:
         self._neighbor_ids = self._all_neighbors()
         self._done = False
         self._started = False
-        self._linked = False  # every neighbour heard, and hearing us
-        self.heartbeats_sent = 0
-        self._last_heartbeat_s = 0.0
         seeds = seed_dealers(cfg.membership.seeds, peers[id]) if self.swarm is not None else {}
         self._extra = self.aggregator if isinstance(self.aggregator, SendsWithModel) else None
         self._extra_spec = {} if self._extra is None else dict(  # sent next to the model
@@ -155,7 +149,8 @@ class Peer:
         self.outbound = Outbound(
             id, self.model, self.transport, encoder, self.events, num_samples=self.num_samples,
             device=device, rejections=self.rejections, progress=lambda: self.rounds.local_steps,
-            pull_limit=PullLimit.from_pacing(cfg.pacing), extra=self._extra)
+            pull_limit=PullLimit.from_pacing(cfg.pacing), extra=self._extra,
+            publish_wait_s=0.0 if cfg.pacing.mode == "async" else cfg.pacing.timeout_s)
         self._link = None if self.swarm is None else SwarmLink(
             self.swarm, self.transport, id, self.peers[id], seeds, self.rejections,
             can_dial=None if curve is None else lambda j: _has_key(curve, j))
@@ -167,6 +162,10 @@ class Peer:
                              consensus_step=cfg.peer.consensus_step, stale=stale,
                              known=self._known, report_view=self.swarm is not None,
                              check_alive=self._check_alive)
+        self.beats = Heartbeats(id, schedule=self.schedule, neighbors=self._neighbor_ids,
+                                mailbox=self.mailbox, transport=self.transport,
+                                outbound=self.outbound, address=self.peers[id], swarm=self.swarm,
+                                clock=lambda: self.rounds.clock, done=lambda: self._done)
         self.inbound = InboundSide(
             id, mailbox=self.mailbox, decoder=Inbound(device), rejections=self.rejections,
             outbound=self.outbound, reference=reference,
@@ -207,9 +206,9 @@ class Peer:
         if not self._done:
             self._done = True
             if self.transport.alive:  # the goodbye goes out on the thread that owns heartbeats
-                self.transport.call(self._send_heartbeat)
+                self.transport.call(self.beats.send)
             else:
-                self._send_heartbeat()
+                self.beats.send()
         self.transport.close()
         self.inbound.close()
         self.rejections.flush()
@@ -310,33 +309,14 @@ class Peer:
         self.inbound.on_frames(sender_hint, frames)
 
     def _tick(self) -> None:
-        schedule = self.schedule if self._linked else self._startup_schedule
-        if not self._linked:  # start-up: find the neighbours quickly, both ways
-            if self.swarm is not None:
-                self._linked = bool(self.swarm.live())
-            else:
-                want = set(self._neighbor_ids)
-                self._linked = self.mailbox.linked(self.id, want) == want
-        if schedule.should_heartbeat(time.monotonic(), self._last_heartbeat_s):
-            self._send_heartbeat()
+        self.beats.tick()
         if self._link is not None:
             self._link.shuffle(self.rounds.clock)
 
-    def _send_heartbeat(self) -> None:
-        self._last_heartbeat_s = time.monotonic()
-        self.heartbeats_sent += 1
-        heard = self.mailbox.snapshot()[2]
-        info: dict[str, Any] = {"done": self._done, "hears": sorted(heard)}
-        dests = self._neighbor_ids
-        if self.swarm is not None:
-            info["address"] = self.peers[self.id]
-            dests = tuple(sorted(self.swarm.live()))
-        msg = Message(kind="heartbeat", sender=self.id, round=self.rounds.clock, info=info)
-        if dests:
-            self.transport.submit(Outgoing(dests, lambda: pack(msg)))
-            if not self._done and not self.peers[self.id].startswith("inproc://"):
-                # same host? a probe handshake decides, not the addresses (inproc: one process)
-                self.outbound.probe_shm(tuple(dests))
+    @property
+    def heartbeats_sent(self) -> int:
+        """Heartbeats sent so far (start-up beats and the goodbye included)."""
+        return self.beats.sent
 
     def _known(self) -> tuple[int, ...]:
         """Every neighbour that could be alive: the fixed ones, or the swarm's live view."""
@@ -345,13 +325,7 @@ class Peer:
     def _all_neighbors(self) -> tuple[int, ...]:
         if self.swarm is not None:
             return ()  # connected as the view learns them
-        if getattr(self.topology, "is_static", True):
-            ids = set(self.topology.out_neighbors(self.id, 0))
-            ids |= set(self.topology.in_neighbors(self.id, 0))
-        else:
-            ids = set(self.peers)
-        ids.discard(self.id)
-        return tuple(sorted(ids))
+        return self.topology.links(self.id)
 
     # ---- checkpointable state ---------------------------------------------------------
     def comm_state(self, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from gossipml.peer.exchanged import exchanged_state
 from gossipml.peer.merge import apply_aggregate, contributions, kept_by
 from gossipml.peer.outbound import Outbound
 from gossipml.peer.stale import StaleCorrection
+from gossipml.policies.window import rounds_ahead
 from gossipml.policies.pacing import (DEFAULT_MAX_ROUND_AHEAD, PaceDecision, PaceView, Pacing,
                                      PacingConfig, RoundWindow, Schedule, SyncPacing)
 
@@ -54,6 +55,10 @@ class Rounds:
         self.aggregator = aggregator
         self.pacing = pacing
         self.pacing_config = pacing_config
+        #: how far ahead a neighbour's round is believed (wider where the graph is not mutual)
+        self.ahead = rounds_ahead(pacing_config.mode, pacing_config.max_staleness,
+                                  pacing_config.max_round_ahead,
+                                  mutual=getattr(topology, "mutual", True))
         self.schedule = Schedule.from_config(pacing_config)
         self.interval_steps = pacing_config.interval_steps
         self.consensus_step = consensus_step
@@ -87,7 +92,7 @@ class Rounds:
         """The rounds a neighbour's message may carry (read from any thread): up to
         ``rounds_ahead`` past the clock, never past the clock after the last round."""
         last = None if self.final_round is None else self.final_round + 1
-        ahead = self.pacing_config.rounds_ahead
+        ahead = self.ahead
         return RoundWindow(max(ahead, DEFAULT_MAX_ROUND_AHEAD) if self.rejoining else ahead, last)
 
     def step(self) -> dict[str, Any] | None:
@@ -122,7 +127,7 @@ class Rounds:
         decision, wait_s = self._pace(r, pacing)
         merged, staleness, corrected = self._merge(decision.merge, r, pacing.merges_newest)
         if self.rejoining and merged and all(  # back in step with whom it merged
-                -self.pacing_config.rounds_ahead <= st for st in staleness):
+                -self.ahead <= st for st in staleness):
             self.rejoining = False
         self.clock += 1
         skipped, caught_up_from, _ = self.catch_up(pacing)
@@ -189,7 +194,10 @@ class Rounds:
                 self.waited_for.update(decision.missing)  # whom this round waited for
             return decision.proceed
 
-        while not self.mailbox.wait(ready, 0.05):
+        # arrivals wake the wait; the poll only catches time passing (timeouts, the dead): a
+        # thousand waiting peers of one process must not each wake twenty times a second
+        poll_s = min(1.0, max(0.01, self.pacing_config.timeout_s / 20))
+        while not self.mailbox.wait(ready, poll_s):
             self.check_alive()  # a dead communication thread ends the wait with its error
             if time.monotonic() - start > hard_limit_s:  # the policy never said go: go anyway
                 log.warning("peer %d: round %d forced on after %.1f s", self.peer_id, r,

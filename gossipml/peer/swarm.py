@@ -53,6 +53,7 @@ class SwarmTopology:
     """The Topology interface over a live view (time-varying: no spectral gap)."""
 
     is_static = False
+    mutual = False  # views are not symmetric: nothing bounds how far ahead a member runs
 
     def __init__(self, cfg: MembershipConfig, self_id: int, self_address: str, seed: int) -> None:
         self.cfg = cfg

@@ -6,6 +6,10 @@ Kinds (``TopologyConfig.kind``):
 - ``full``: everyone with everyone.
 - ``random``: each round every peer draws ``k`` out-neighbours anew from a generator seeded with
   ``(seed, round)``, so every peer computes the same graph without talking. Directed, time-varying.
+- ``random_regular``: static and undirected, the union of ``k/2`` Hamiltonian cycles through a
+  random order of the peers each (seeded with ``seed``; ``k`` even): degree ``k`` (a pair drawn
+  twice counts once), an expander with high probability, so it mixes in ``O(log n)`` rounds with
+  ``k`` links a peer: the graph for many peers of one process.
 - ``exponential``: static, peer ``i`` sends to ``i + 2^j mod n`` for ``2^j < n`` (directed; Ying et
   al., "Exponential Graph is Provably Efficient for Decentralized Deep Training", NeurIPS 2021).
 - ``exponential_onepeer``: the one-peer variant of the same paper: at round ``r`` peer ``i`` sends
@@ -46,7 +50,7 @@ WEIGHT_SCHEMES: tuple[str, ...] = ("uniform", "metropolis")
 
 @dataclass(frozen=True)
 class TopologyConfig:
-    """Which graph and which mixing weights: ``kind``, ``k`` (degree for ring/random), ``path``
+    """Which graph and which mixing weights: ``kind``, ``k`` (degree for ring/random/random_regular), ``path``
     (edge list for ``edges``), ``weights`` (uniform/metropolis), ``seed`` (random graphs)."""
 
     kind: str = "ring"
@@ -66,6 +70,8 @@ class TopologyConfig:
             raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
         if self.kind == "ring" and self.k % 2:
             raise ValueError(f"ring k must be even (k/2 neighbours on each side), got k={self.k}")
+        if self.kind == "random_regular" and self.k % 2:
+            raise ValueError(f"random_regular k must be even (k/2 random cycles), got k={self.k}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.kind == "edges" and not self.path:
@@ -91,6 +97,15 @@ def _graph(n: int, pairs: set[tuple[int, int]]) -> _Graph:
 
 def _undirected(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
     return pairs | {(b, a) for a, b in pairs}
+
+
+def _random_regular(cfg: TopologyConfig, n: int) -> _Graph:
+    rng = np.random.default_rng([cfg.seed, 0x5EED])
+    pairs: set[tuple[int, int]] = set()
+    for _ in range(cfg.k // 2):
+        order = rng.permutation(n).tolist()
+        pairs |= {(order[i], order[(i + 1) % n]) for i in range(n)}
+    return _graph(n, _undirected(pairs))
 
 
 def _ring(cfg: TopologyConfig, n: int) -> _Graph:
@@ -198,6 +213,7 @@ def _onepeer_at(cfg: TopologyConfig, n: int, round_: int) -> _Graph:
 
 _STATIC: dict[str, Callable[[TopologyConfig, int], _Graph]] = {
     "ring": _ring, "full": _full, "exponential": _exponential, "torus": _torus, "edges": _edges,
+    "random_regular": _random_regular,
 }
 _DYNAMIC: dict[str, Callable[[TopologyConfig, int, int], _Graph]] = {
     "random": _random_at, "exponential_onepeer": _onepeer_at,
@@ -251,6 +267,30 @@ class Topology:
         """The peers ``peer`` expects models from at ``round``."""
         self._check(peer)
         return self._at(round).inn[peer]
+
+    @property
+    def mutual(self) -> bool:
+        """Static and undirected: every neighbour waits for this peer as it waits for them."""
+        g = self._static
+        return g is not None and all(o == i for o, i in zip(g.out, g.inn))
+
+    def links(self, peer: int) -> tuple[int, ...]:
+        """Every peer ``peer`` sends to or hears from in some round (sorted, no self): the graph's
+        neighbours when static, the union over its period for ``exponential_onepeer``, everyone
+        for ``random``. A peer keeps a link (a socket) to each."""
+        self._check(peer)
+        if self._static is not None:
+            rounds: range = range(1)
+        elif self.config.kind == "exponential_onepeer":
+            rounds = range(max(1, len(_powers(self.n_peers))))
+        else:
+            return tuple(j for j in range(self.n_peers) if j != peer)
+        ids: set[int] = set()
+        for r in rounds:
+            g = self._static or _DYNAMIC[self.config.kind](self.config, self.n_peers, r)
+            ids.update(g.out[peer], g.inn[peer])
+        ids.discard(peer)
+        return tuple(sorted(ids))
 
     def mixing_weights(self, peer: int, round: int = 0) -> dict[int, float]:
         """Row ``peer`` of W at ``round``: self and in-neighbours, summing to 1 (see module doc)."""

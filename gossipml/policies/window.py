@@ -21,13 +21,18 @@ __all__ = ["DEFAULT_MAX_ROUND_AHEAD", "RoundWindow", "rounds_ahead"]
 DEFAULT_MAX_ROUND_AHEAD = 1000
 
 
-def rounds_ahead(mode: str, max_staleness: int, max_round_ahead: int | None = None) -> int:
+def rounds_ahead(mode: str, max_staleness: int, max_round_ahead: int | None = None, *,
+                 mutual: bool = True) -> int:
     """How far ahead of a peer a neighbour's round may plausibly be: ``max_round_ahead`` if set;
     else the pace's own bound plus one round of slack (a timeout lets a neighbour go on once
     without us): sync ``1 + 1``, SSP(s) ``s + 1 + 1``; async and backup bound nothing, so
-    :data:`DEFAULT_MAX_ROUND_AHEAD`."""
+    :data:`DEFAULT_MAX_ROUND_AHEAD`. The pace bounds only neighbours that wait for this peer:
+    on a graph that is not ``mutual`` (directed or time-varying) an in-neighbour may run as far
+    ahead as its own chain of waits allows, so there too :data:`DEFAULT_MAX_ROUND_AHEAD`."""
     if max_round_ahead is not None:
         return max_round_ahead
+    if not mutual:
+        return DEFAULT_MAX_ROUND_AHEAD
     if mode == "sync":
         return 2
     if mode == "ssp":

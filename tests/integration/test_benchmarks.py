@@ -153,10 +153,30 @@ def check_startup(report: dict[str, Any]) -> None:
         assert _finite(s["pss_ratio"], "pss_ratio") > 0
 
 
+def check_threads(report: dict[str, Any]) -> None:
+    settings = _constant("bench_threads.py", "SETTINGS")
+    sizes = _constant("bench_threads.py", "PRESETS")["smoke"]["peers"]
+    assert sorted((r["n_peers"], r["setting"]) for r in report["runs"]) == sorted(
+        (n, s) for n in sizes for s in settings)
+    for r in report["runs"]:
+        where = f"{r['setting']}/{r['n_peers']}"
+        for key in ("wall_s", "cpu_s", "max_rss_mib", "threads", "median_round_s"):
+            assert _finite(r[key], f"{where}.{key}") > 0
+        assert r["failed_peers"] == [], where
+        _accuracy(r, "mean_accuracy", where)
+    threads = {(r["n_peers"], r["setting"]): r["threads"] for r in report["runs"]}
+    for s in report["sizes"]:
+        n = s["n_peers"]  # the hub replaces n per-peer communication threads by one
+        assert threads[(n, "hub")] <= threads[(n, "per_peer")] - (n - 1), threads
+        for key in ("wall_ratio", "cpu_ratio"):
+            assert _finite(s[key], key) > 0
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "bench_wire": check_wire, "bench_codecs": check_codecs,
     "bench_convergence": check_convergence, "bench_aggregation": check_aggregation,
     "bench_pacing": check_pacing, "bench_startup": check_startup,
+    "bench_threads": check_threads,
 }
 
 

@@ -320,7 +320,9 @@ def test_push_pull_counts_match_the_schedule(tmp_path):
         pushes = want["push"] - 2 * f["send_skipped"]
         assert f["send_skipped"] < want["push"] // 2, f  # some pushes went out
         rest = f["messages_sent"] - pushes - f["pulls_sent"] - f["pulls_answered"]
-        assert rest >= 2 and rest % 2 == 0, f  # heartbeats: whole fan-outs to both neighbours
+        # heartbeats: start-up beats to each neighbour not yet linked both ways (at least one
+        # each), then regular ones only where nothing else went for an interval
+        assert 2 <= rest <= 20, f
         start_s = next(e for e in read_events(events_path(tmp_path, i))
                        if e["event"] == "start")["t_s"]
         assert rest <= 2 * (10 * (start_s + 0.5) + 6), f  # 0.1 s apart at start-up, then 5 s

@@ -169,6 +169,7 @@ AUDIT: dict[str, str] = {
                         "test_fork_and_spawn_run_the_same_experiment_to_the_same_accuracy",
     "run.torch_threads": _RUN + "test_torch_threads_is_the_runs_torch_threads",
     "run.mode": _RUN + "test_mode_threads_runs_every_peer_in_this_process",
+    "run.comm_threads": _RUN + "test_comm_threads_is_how_many_communication_threads_the_peers_share",
     "emulation.delay_s": _EMU + "test_delay_s_delays_every_message",
     "emulation.jitter_s": _EMU + "test_jitter_s_spreads_the_delays",
     "emulation.drop_prob": _EMU + "test_drop_prob_drops_messages",

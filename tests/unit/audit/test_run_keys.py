@@ -111,3 +111,41 @@ def test_mode_threads_runs_every_peer_in_this_process(tmp_path, base, capsys):
     # a one-peer process refuses it (mode = "processes" is what `gossipml peer` runs)
     assert main(["peer", str(exp), "--peers", "unused.toml", "--id", "0"]) != 0
     assert 'mode = "threads" runs every peer inside one process' in capsys.readouterr().err
+
+
+def _comm_threads_seen(tmp_path: Path, comm_threads: int) -> tuple[set[str], dict[str, Any]]:
+    """The names of gossipml's communication threads alive while a 4-peer threads run trains."""
+    import threading
+
+    seen: set[str] = set()
+
+    def look(rows: list[dict[str, Any]], t_s: float) -> None:
+        seen.update(t.name for t in threading.enumerate()
+                    if t.name.startswith(("gossipml-comm-", "gossipml-hub-")))
+
+    cfg = ExperimentConfig.from_dict(_tables(run={"n_peers": 4, "comm_threads": comm_threads},
+                                             peer={"rounds": 15, "eval_every_rounds": 15}))
+    result = run_in_process(cfg, tmp_path / f"run-{comm_threads}", on_progress=look,
+                            progress_interval_s=0.0)
+    return seen, result.summary
+
+
+def test_comm_threads_is_how_many_communication_threads_the_peers_share(tmp_path):
+    # Execute: the default (one shared thread), two, and 0 (a thread per peer, the old way)
+    one, s1 = _comm_threads_seen(tmp_path, 1)
+    two, s2 = _comm_threads_seen(tmp_path, 2)
+    own, s0 = _comm_threads_seen(tmp_path, 0)
+    # Assert: exactly those threads served the peers, and each run trained the same
+    assert one == {"gossipml-hub-0"}
+    assert two == {"gossipml-hub-0", "gossipml-hub-1"}
+    assert own == {f"gossipml-comm-{i}" for i in range(4)}
+    assert s1["failed_peers"] == s2["failed_peers"] == s0["failed_peers"] == []
+    assert s1["mean_accuracy"] == s2["mean_accuracy"] == s0["mean_accuracy"]
+
+
+def test_run_keys_of_another_mode_are_refused():
+    for run, words in [({"mode": "processes", "comm_threads": 4}, "comm_threads sets how many"),
+                       ({"mode": "threads", "start_method": "spawn"}, "start_method picks"),
+                       ({"mode": "threads", "comm_threads": -1}, "must be >= 0")]:
+        with pytest.raises(ValueError, match=words):
+            ExperimentConfig.from_dict({"run": run})

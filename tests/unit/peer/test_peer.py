@@ -3,7 +3,10 @@ state, and the summary fields it reports."""
 
 from __future__ import annotations
 
+import collections
 import time
+
+import msgpack
 
 import torch
 
@@ -61,3 +64,40 @@ def test_stats_report_the_same_fields_as_before(memory_peers):
     assert list(stats) == STATS_KEYS
     assert stats["pushes_sent"] == 1 and stats["messages_sent"] == 1
     assert p1.stats()["messages_received"] == 1 and p1.stats()["rejected"] == 0
+
+
+
+class CountingNetwork(MemoryNetwork):
+    """Records the kind of every message sent, by (sender, dest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[tuple[int, int, str]] = []
+
+    def send(self, sender: int, dest: int, frames: list[bytes]) -> None:
+        self.kinds.append((sender, dest, msgpack.unpackb(frames[0])["kind"]))
+        super().send(sender, dest, frames)
+
+
+def test_regular_beats_go_only_to_neighbours_nothing_was_sent_to(memory_peers, tmp_path):
+    # Prepare: the path 0 - 1 - 2, linked both ways, so start-up beats are over
+    (tmp_path / "path.txt").write_text("0 1\n1 2\n")
+    net = CountingNetwork()
+    cfg = {"pacing": {"mode": "async", "heartbeat_interval_s": 0.2},
+           "topology": {"kind": "edges", "path": str(tmp_path / "path.txt")}}
+    p0, p1, p2 = memory_peers([0.0, 1.0, 2.0], cfg, network=net)
+    for _ in range(8):
+        net.tick()
+        time.sleep(0.05)
+    assert p1.wait_for_neighbors(0.01) == set() and p1.beats.linked
+    net.kinds.clear()
+    # Execute: for 0.8 s peer 1 pushes a model to peer 0 every 20 ms, and ticks
+    end = time.monotonic() + 0.8
+    while time.monotonic() < end:
+        p1.outbound.publish(p1.rounds.clock, (0,))
+        net.tick()
+        time.sleep(0.02)
+    # Assert: peer 2, sent nothing else, got a beat per interval; peer 0, sent models, none
+    from_1 = collections.Counter((d, k) for s, d, k in net.kinds if s == 1)
+    assert 3 <= from_1[(2, "heartbeat")] <= 5, from_1
+    assert from_1[(0, "heartbeat")] == 0 and from_1[(0, "model")] > 20, from_1

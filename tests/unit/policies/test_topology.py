@@ -207,3 +207,33 @@ def test_config_errors_say_what_to_change(tmp_path):
         build_topology(TopologyConfig(), 0)
     with pytest.raises(ValueError, match="peer 5 out of range"):
         build_topology(TopologyConfig(), 4).out_neighbors(5, 0)
+
+
+def test_random_regular_is_a_seeded_undirected_expander_of_degree_k():
+    cfg = TopologyConfig(kind="random_regular", k=4, weights="metropolis", seed=3)
+    topo = build_topology(cfg, 1000)
+    degrees = [len(topo.links(i)) for i in range(1000)]
+    # Assert: degree k (a pair drawn twice counts once: rare), undirected, mutual, seeded
+    assert max(degrees) == 4 and sum(d == 4 for d in degrees) > 950
+    assert topo.mutual and topo.is_static
+    assert all(i in topo.in_neighbors(j) for i in range(1000) for j in topo.out_neighbors(i))
+    assert build_topology(cfg, 1000).out_neighbors(7) == topo.out_neighbors(7)
+    other = build_topology(TopologyConfig(kind="random_regular", k=4, seed=4), 1000)
+    assert any(other.out_neighbors(i) != topo.out_neighbors(i) for i in range(10))
+    # an expander: its gap is far above a ring's of the same size and degree
+    small = build_topology(cfg, 200).spectral_gap()
+    ring = build_topology(TopologyConfig(kind="ring", k=4, weights="metropolis"), 200)
+    assert small > 0.05 and small > 50 * ring.spectral_gap()
+    with pytest.raises(ValueError, match="random_regular k must be even"):
+        TopologyConfig(kind="random_regular", k=3)
+
+
+def test_links_are_every_peer_a_peer_may_talk_to_and_mutual_only_when_undirected():
+    ring = build_topology(TopologyConfig(kind="ring", k=2), 8)
+    assert ring.links(0) == (1, 7) and ring.mutual
+    expo = build_topology(TopologyConfig(kind="exponential"), 8)
+    assert expo.links(0) == (1, 2, 4, 6, 7) and not expo.mutual  # out 1,2,4; in 7,6,4
+    onepeer = build_topology(TopologyConfig(kind="exponential_onepeer"), 8)
+    assert onepeer.links(0) == expo.links(0) and not onepeer.mutual  # the union of its rounds
+    rand = build_topology(TopologyConfig(kind="random", k=1), 8)
+    assert rand.links(3) == (0, 1, 2, 4, 5, 6, 7) and not rand.mutual

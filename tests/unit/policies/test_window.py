@@ -43,3 +43,13 @@ def test_window_top_is_never_below_the_clock_nor_past_ahead(ahead, last, clock, 
     w = RoundWindow(ahead, last)
     assert clock <= w.top(clock) <= clock + ahead
     assert w.admits(r, clock) == (0 <= r <= w.top(clock))
+
+
+def test_a_graph_that_is_not_mutual_widens_the_pace_bound():
+    """On a directed or time-varying graph an in-neighbour does not wait for this peer, so the
+    pace bounds nothing about it: sync and SSP believe as far as async does (capped by the
+    run's end), unless max_round_ahead says otherwise."""
+    assert rounds_ahead("sync", 0, None, mutual=False) == DEFAULT_MAX_ROUND_AHEAD
+    assert rounds_ahead("ssp", 2, None, mutual=False) == DEFAULT_MAX_ROUND_AHEAD
+    assert rounds_ahead("sync", 0, 5, mutual=False) == 5
+    assert rounds_ahead("sync", 0, None, mutual=True) == 2
