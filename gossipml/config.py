@@ -187,7 +187,8 @@ def _check_admm(cfg: ExperimentConfig) -> None:
                                 for i in range(n)),
         consensus_step=cfg.peer.consensus_step, membership=cfg.membership.enabled,
         push_every_steps=cfg.pacing.push_every_steps, interval_steps=cfg.pacing.interval_steps,
-        stream=cfg.data.stream, max_staleness=cfg.pacing.max_staleness)
+        stream=cfg.data.stream, max_staleness=cfg.pacing.max_staleness,
+        pull_every_steps=cfg.pacing.pull_every_steps)
     if problems:
         raise ConfigError('[aggregation] rule = "admm": ' + "; ".join(problems))
 

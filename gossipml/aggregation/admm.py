@@ -222,7 +222,8 @@ class AdmmAggregator(FilteringAggregator):
 def admm_setup_problems(*, asynchronous: bool, pacing_mode: str, codec_spec: str, content: str,
                         topology_kind: str, topology_static: bool, topology_undirected: bool,
                         consensus_step: float, membership: bool, push_every_steps: int | None,
-                        interval_steps: int, stream: bool, max_staleness: int = 0) -> list[str]:
+                        interval_steps: int, stream: bool, max_staleness: int = 0,
+                        pull_every_steps: int | None = None) -> list[str]:
     """Why an experiment's other parts break ADMM's math (empty: none); each says what to use."""
     problems = []
     if codec_spec != "identity" or content != "params":
@@ -262,6 +263,11 @@ def admm_setup_problems(*, asynchronous: bool, pacing_mode: str, codec_spec: str
     if push_every_steps is not None and push_every_steps != interval_steps:
         problems.append("ADMM sends its model once per round, after its step: leave [pacing] "
                         "push_every_steps unset (or equal to interval_steps)")
+    if pull_every_steps is not None:
+        problems.append("ADMM pairs each neighbour's model versions with its duals (the running "
+                        "sums a push carries); a pulled model is an extra, unpaired version (it "
+                        "would only be refused, as missing_tensor): leave [pacing] "
+                        "pull_every_steps unset")
     if stream:
         problems.append("ADMM's prox is over a fixed local dataset; [data] stream has none: use "
                         'a fixed dataset, or rule = "mean" on a stream')

@@ -162,3 +162,5 @@ def test_admm_refuses_what_breaks_its_math():
         base.replace(aggregation={"asynchronous": True}, pacing={"mode": "ssp", "max_staleness": 3})
     ssp = _config(0.1, rounds=1, asynchronous=True, pacing="ssp")  # bounded staleness: accepted
     ssp.replace(pacing={"max_staleness": 2})
+    with pytest.raises(ConfigError, match="pull_every_steps unset"):  # a pull has no sums
+        ssp.replace(pacing={"pull_every_steps": 2})
