@@ -18,10 +18,10 @@ from (ZeroMQ's ``Peer-Address``), or one a confirmed seed relays. So a forged ad
 host that never spoke to this peer is never dialled, a forged id at an address where nobody
 answers never becomes a member, and peers relay confirmed members only. DEALERs are closed when
 their peer leaves the view; at most ``view_size + max_probes + len(seeds)`` are open at once.
-Limits (in the clear): a source can have this peer dial ports on its own host, and one that
-answers probes at many ports can join under as many ids (a Sybil), at ``max_new_per_shuffle``
-new ids per source and ``max_probes`` probes at a time; CURVE's allow-list is the answer to both.
-"""
+One probe at a time per address. Limits (in the clear): a source can have this peer dial ports
+on its own host, and one answering probes at many ports can join under as many ids (a Sybil), at
+``max_new_per_shuffle`` new ids per source and ``max_probes`` probes at a time; CURVE's
+allow-list is the answer to both."""
 
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ class SwarmLink:
             if not isinstance(address, str) or not self._may_dial(s, address, via_seed=False):
                 return self._reject(s, "not_in_view", f"a probe from {s} at an address not "
                                     f"dialled: {address!r:.80}")
-            if self._probe_slots() <= 0:
+            if self._probe_slots() <= 0 or self._probing(address):
                 return self.swarm.drop_candidate(s, "probes_busy")
             probe = self._start_probe(s, address)
         probe.echo = nonce if nonce is not None else probe.echo
@@ -351,7 +351,8 @@ class SwarmLink:
         for c in self.swarm.candidates():
             if self._probe_slots() <= 0:
                 return
-            if c.peer_id in self._probes or self.swarm.is_member(c.peer_id):
+            if c.peer_id in self._probes or self.swarm.is_member(c.peer_id) \
+                    or self._probing(c.address):
                 continue
             if not self._may_dial(c.peer_id, c.address, via_seed=c.via_seed):
                 self.swarm.drop_candidate(c.peer_id, "not_dialled")
@@ -361,6 +362,10 @@ class SwarmLink:
 
     def _probe_slots(self) -> int:
         return self.swarm.cfg.max_probes - sum(k >= 0 for k in self._probes)
+
+    def _probing(self, address: str) -> bool:
+        """A probe in flight to ``address``: ids invented at one dead address take one slot."""
+        return any(p.address == address for k, p in self._probes.items() if k >= 0)
 
     def _start_probe(self, key: int, address: str, dial: bool = True) -> _Probe:
         if dial:
