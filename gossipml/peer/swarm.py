@@ -351,8 +351,8 @@ class SwarmLink:
         for c in self.swarm.candidates():
             if self._probe_slots() <= 0:
                 return
-            if c.peer_id in self._probes or self.swarm.is_member(c.peer_id) \
-                    or self._probing(c.address):
+            busy = c.peer_id in self._probes or self._probing(c.address)
+            if busy or self.swarm.is_member(c.peer_id):
                 continue
             if not self._may_dial(c.peer_id, c.address, via_seed=c.via_seed):
                 self.swarm.drop_candidate(c.peer_id, "not_dialled")
@@ -363,8 +363,7 @@ class SwarmLink:
     def _probe_slots(self) -> int:
         return self.swarm.cfg.max_probes - sum(k >= 0 for k in self._probes)
 
-    def _probing(self, address: str) -> bool:
-        """A probe in flight to ``address``: ids invented at one dead address take one slot."""
+    def _probing(self, address: str) -> bool:  # ids invented at one dead address: one slot
         return any(p.address == address for k, p in self._probes.items() if k >= 0)
 
     def _start_probe(self, key: int, address: str, dial: bool = True) -> _Probe:
