@@ -277,7 +277,9 @@ def test_sync_goes_on_after_a_peer_is_killed(tmp_path):
     cfg = _cfg(4, {"mode": "sync", "timeout_s": 1.0, "dead_after_s": 3.0,
                    "heartbeat_interval_s": 0.5}, rounds=400,
                run={"mode": "processes", "deadline_s": 150}, task={"model": "logreg"},
-               emulation={"compute_slowdown": 1.0})
+               emulation={"compute_slowdown": 1.0, "step_time_s": 0.003})
+    # each step lasts 3 ms: the 1,600 steps take ~5 s, so the kill at 2 s lands mid-run however
+    # fast the peers start and step
     cfg = cfg.replace(peer={"rounds": 400, "eval_every_rounds": 400})
     # Execute
     result = run_local(cfg, tmp_path, kill_after_s={SLOW: 2.0})
