@@ -101,3 +101,39 @@ def test_regular_beats_go_only_to_neighbours_nothing_was_sent_to(memory_peers, t
     from_1 = collections.Counter((d, k) for s, d, k in net.kinds if s == 1)
     assert 3 <= from_1[(2, "heartbeat")] <= 5, from_1
     assert from_1[(0, "heartbeat")] == 0 and from_1[(0, "model")] > 20, from_1
+
+
+def test_start_up_beats_back_off_while_nobody_answers_and_resume_when_one_does(linear_model):
+    # Prepare: peer 0 on a ring of 2 whose neighbour is not there yet
+    from gossipml.config import ExperimentConfig
+    from gossipml.peer import Peer
+
+    net = MemoryNetwork()
+    cfg = ExperimentConfig.from_dict({"pacing": {"heartbeat_interval_s": 5.0,
+                                                 "dead_after_s": 20.0}})
+    addresses = {0: "memory://0", 1: "memory://1"}
+    p0 = Peer(linear_model(0.0), cfg, id=0, peers=addresses, transport_factory=net.transport)
+    p0.start()
+    p1 = Peer(linear_model(1.0), cfg, id=1, peers=addresses, transport_factory=net.transport)
+    try:
+        # Execute: tick for 2 s with nobody answering
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            net.tick()
+            time.sleep(0.01)
+        alone = p0.heartbeats_sent
+        # then the neighbour arrives: the two must link at start-up speed again
+        p1.start()
+        t0 = time.monotonic()
+        while (p0.wait_for_neighbors(0.0) or p1.wait_for_neighbors(0.0)) \
+                and time.monotonic() - t0 < 3.0:
+            net.tick()
+            time.sleep(0.01)
+        linked_after = time.monotonic() - t0
+    finally:
+        p1.close()
+        p0.close()
+    # Assert: 0.1 s, then 1.5x longer each: 6 start-up beats in 2 s (20 without the back-off),
+    # plus the regular beat at the start and the one after 5 s / 4; linked within a few beats
+    assert 5 <= alone <= 9, alone
+    assert linked_after < 0.6, linked_after
