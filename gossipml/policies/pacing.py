@@ -21,8 +21,9 @@ A neighbour in ``view.dead`` never blocks; :class:`Liveness` decides who is dead
 :class:`Schedule` says at which local steps to push, pull and send heartbeats.
 
 Clocks from the network are believed only within :class:`RoundWindow`: a neighbour's round may be
-at most ``PacingConfig.rounds_ahead`` ahead of the receiver's clock (the most the pace lets an
-honest neighbour run ahead, plus one round of slack) and never past the run's last clock; rounds
+at most ``PacingConfig.rounds_ahead`` ahead of the receiver's clock (the pace's bound plus a
+round of slack; on a graph that is not mutual, more: ``window.rounds_ahead``) and never past the
+run's last clock; rounds
 behind are always plausible (a slow or restarted peer) and move no state forward.
 """
 
@@ -132,8 +133,8 @@ class PacingConfig:
 
     @property
     def rounds_ahead(self) -> int:
-        """How far ahead of this peer a neighbour's round may plausibly be (see
-        :func:`~gossipml.policies.window.rounds_ahead`)."""
+        """How far ahead a neighbour's round may be on a mutual (static, undirected) graph;
+        the round loop widens it on others (:func:`gossipml.policies.window.rounds_ahead`)."""
         return rounds_ahead(self.mode, self.max_staleness, self.max_round_ahead)
 
 
