@@ -121,6 +121,7 @@ class Mailbox:
     def _note(self, sender: int, clock: int, now: float) -> None:
         self._s.clocks[sender] = max(clock, self._s.clocks.get(sender, -1))
         self._s.last_heard_s[sender] = now
+        self._s.done.discard(sender)  # it still sends: not gone (a goodbye sets it again)
 
     def mark_merged(self, senders: Mapping[int, int]) -> None:
         """Flag the held models of ``senders`` (at those rounds) as merged."""
